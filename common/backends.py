@@ -1,0 +1,114 @@
+"""Inference backends behind one small interface: ONNX Runtime, OpenVINO, and a torch device.
+
+Environment:
+
+- ``INFERENCE_BACKEND``: ``openvino`` or ``onnxruntime`` for ONNX models (a function's yaml sets it).
+- ``ORT_PROVIDERS``: comma-separated ONNX Runtime providers; default: CUDA (when installed) then CPU.
+- ``NUM_THREADS``: intra-op threads for the backend (default: the library's own choice).
+- ``OPENVINO_DEVICE``: OpenVINO device name (default ``CPU``).
+- ``TORCH_DEVICE``: ``cpu``, ``cuda`` or ``cuda:N`` (default: CUDA when available).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+BACKENDS = ("openvino", "onnxruntime")
+
+
+def num_threads() -> int | None:
+    value = os.environ.get("NUM_THREADS", "").strip()
+    return int(value) if value and int(value) > 0 else None
+
+
+class OnnxModel(Protocol):
+    """A loaded ONNX model: feed arrays by input name, get the outputs in order."""
+
+    backend: str
+    input_names: list[str]
+    input_shapes: list[list[int | str | None]]
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class OrtModel:
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=list(providers or ort_providers()))
+        self.providers = self.session.get_providers()
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_shapes = [list(i.shape) for i in self.session.get_inputs()]
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, inputs)
+
+
+def ort_providers() -> list[str]:
+    """``ORT_PROVIDERS`` if set, else CUDA (when this onnxruntime has it) followed by CPU."""
+    import onnxruntime as ort
+
+    explicit = [p.strip() for p in os.environ.get("ORT_PROVIDERS", "").split(",") if p.strip()]
+    if explicit:
+        return explicit
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OpenVinoModel:
+    backend = "openvino"
+
+    def __init__(self, path: Path, device: str | None = None, threads: int | None = None):
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.device = device or os.environ.get("OPENVINO_DEVICE", "CPU")
+        self.compiled = core.compile_model(core.read_model(str(path)), self.device, config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
+        self.input_shapes = [
+            [d.get_length() if d.is_static else None for d in i.get_partial_shape()] for i in self.compiled.inputs
+        ]
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self.request.infer(inputs)
+        return [np.asarray(result[out]) for out in self.compiled.outputs]
+
+
+def load_onnx(path: str | Path, backend: str | None = None, threads: int | None = None) -> OnnxModel:
+    """Load an ONNX file on ``backend`` (default ``INFERENCE_BACKEND``, else onnxruntime)."""
+    backend = (backend or os.environ.get("INFERENCE_BACKEND") or "onnxruntime").strip().lower()
+    threads = threads if threads is not None else num_threads()
+    if backend == "openvino":
+        return OpenVinoModel(Path(path), threads=threads)
+    if backend == "onnxruntime":
+        return OrtModel(Path(path), threads=threads)
+    raise ValueError(f"INFERENCE_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+def torch_device(preferred: str | None = None):
+    """A torch device: ``preferred``, else ``TORCH_DEVICE``, else CUDA when available, else CPU.
+
+    ``NUM_THREADS`` also sets torch's intra-op thread count.
+    """
+    import torch
+
+    threads = num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    name = preferred or os.environ.get("TORCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,106 @@
+"""Turning a model handler class into Nuclio's ``init_context`` and ``handler``.
+
+A function's ``main.py`` is then::
+
+    from common.entry import make_entry
+    from model_handler import ModelHandler
+
+    init_context, handler = make_entry(ModelHandler)
+
+``init_context`` builds the handler once per worker (loading the model); ``handler`` parses the event body
+with the parser of the handler's kind, calls the handler, and answers JSON: 200 with the result, the
+:class:`~common.errors.FunctionError` status with ``{"error": message}``, or 500 with
+``{"error": "internal error (...)"}`` while the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import nuclio_sdk
+
+from .errors import FunctionError, RequestError
+from .labels import Labels
+from .request import PARSERS
+
+JSON = "application/json"
+
+
+class ModelHandler:
+    """Base class for a function's model handler.
+
+    Subclasses set ``kind`` (detector, interactor, tracker, reid), load their model in ``__init__`` and
+    implement ``__call__(request)`` returning a JSON-ready value. ``labels`` reads the function's own
+    ``function.yaml`` when the handler module sets ``function_dir``.
+    """
+
+    kind: ClassVar[str] = "detector"
+    function_dir: ClassVar[Path | None] = None
+
+    def __init__(self, context: nuclio_sdk.Context | None = None):
+        self.context = context
+
+    @property
+    def labels(self) -> Labels:
+        if "_labels" not in self.__dict__:
+            if self.function_dir is None:
+                raise RuntimeError(f"{type(self).__name__}.function_dir is not set")
+            self.__dict__["_labels"] = Labels.from_function_yaml(Path(self.function_dir) / "function.yaml")
+        return self.__dict__["_labels"]
+
+    def parse(self, body: Any) -> Any:
+        """Turn the decoded JSON body into a typed request (override for kind-specific options)."""
+        return PARSERS[self.kind](body)
+
+    def __call__(self, request: Any) -> Any:
+        raise NotImplementedError
+
+
+def decode_body(body: Any) -> Any:
+    """Nuclio hands JSON bodies over decoded; anything else arrives as bytes or str."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        body = bytes(body)
+        if not body.strip():
+            raise RequestError("the request body is empty; send a JSON object")
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError("the request body is not UTF-8 JSON") from None
+    if isinstance(body, str):
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"the request body is not valid JSON ({exc})") from None
+    return body
+
+
+def json_response(context: Any, payload: Any, status: int = 200) -> nuclio_sdk.Response:
+    body = json.dumps(payload, separators=(",", ":"))
+    return nuclio_sdk.Response(body=body, headers={}, content_type=JSON, status_code=status)
+
+
+def handle_event(context: Any, model: ModelHandler, event: Any) -> nuclio_sdk.Response:
+    """Run one event through ``model`` and map every outcome to a JSON response."""
+    try:
+        request = model.parse(decode_body(event.body))
+        return json_response(context, model(request))
+    except FunctionError as exc:
+        return json_response(context, {"error": exc.message}, exc.status)
+    except Exception as exc:  # never send a traceback to the client
+        context.logger.error_with("unhandled error in handler", error=repr(exc), traceback=traceback.format_exc())
+        return json_response(context, {"error": f"internal error ({type(exc).__name__}); see the function log"}, 500)
+
+
+def make_entry(handler_cls: type[ModelHandler]) -> tuple[Callable, Callable]:
+    """Nuclio's ``(init_context, handler)`` pair for ``handler_cls``."""
+
+    def init_context(context):
+        context.user_data.model = handler_cls(context)
+
+    def handler(context, event):
+        return handle_event(context, context.user_data.model, event)
+
+    return init_context, handler

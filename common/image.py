@@ -1,0 +1,151 @@
+"""Decoding the base64 images that CVAT sends into RGB uint8 arrays.
+
+Rules, applied to every request image:
+
+- base64: standard or URL-safe alphabet; whitespace, missing ``=`` padding and a ``data:...;base64,``
+  prefix are tolerated. Anything else is a 400.
+- Format: whatever Pillow can read (CVAT sends the original upload for image tasks, PNG for video frames).
+- Size: the pixel count (width × height, read from the header before any pixel is decoded) must not exceed
+  ``IMAGE_MAX_PIXELS`` (default 100 megapixels), which refuses decompression bombs.
+- EXIF orientation: applied, so coordinates refer to the upright image, as CVAT shows and stores it
+  (CVAT rotates image frames by their EXIF orientation when it reads them).
+- Modes: everything becomes 3-channel RGB uint8. Alpha is dropped (the colour under it is kept), palette and
+  grayscale are expanded, CMYK/YCbCr/LAB are converted by Pillow, 16/32-bit integer images are scaled from
+  the 16-bit range (value / 257), float images are clipped to 0..255.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import re
+from functools import cached_property
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import RequestError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+_DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+# We enforce our own limit (with a clear message) before decoding; Pillow's warning/error is disabled.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: ``IMAGE_MAX_PIXELS`` or 100 megapixels."""
+    value = os.environ.get("IMAGE_MAX_PIXELS", "")
+    return int(value) if value.strip() else DEFAULT_MAX_PIXELS
+
+
+def decode_base64(text: object, field: str = "image") -> bytes:
+    """Decode a base64 string leniently (see the module rules); raise RequestError otherwise."""
+    if not isinstance(text, str):
+        raise RequestError(f"{field} must be a base64 string, got {type(text).__name__}")
+    text = _WHITESPACE.sub("", _DATA_URI.sub("", text.strip(), count=1))
+    if not text:
+        raise RequestError(f"{field} is empty")
+    text = text.rstrip("=")
+    if len(text) % 4 == 1:
+        raise RequestError(f"{field} is not valid base64 (bad length)")
+    text += "=" * (-len(text) % 4)
+    altchars = b"-_" if ("-" in text or "_" in text) else None
+    try:
+        return base64.b64decode(text, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(f"{field} is not valid base64 ({exc})") from None
+
+
+class RequestImage:
+    """An image as sent by the client: raw bytes, cheap header facts, and lazily decoded pixels.
+
+    ``digest`` hashes the bytes as sent, so caches can be consulted before any decoding.
+    ``size`` comes from the header (after EXIF orientation); ``rgb`` decodes the pixels once.
+    """
+
+    def __init__(self, data: bytes, field: str = "image"):
+        self.data = data
+        self.field = field
+        try:
+            self._pil = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise RequestError(f"{field} is not an image in a format that can be read") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise RequestError(f"{field} cannot be read: {exc}") from None
+        width, height = self._pil.size
+        if width <= 0 or height <= 0:
+            raise RequestError(f"{field} has no pixels ({width}x{height})")
+        limit = max_pixels()
+        if width * height > limit:
+            raise RequestError(
+                f"{field} is {width}x{height} = {width * height} pixels, over the limit of {limit} "
+                "(IMAGE_MAX_PIXELS)"
+            )
+        self._orientation = _exif_orientation(self._pil)
+
+    @classmethod
+    def from_base64(cls, text: object, field: str = "image") -> "RequestImage":
+        return cls(decode_base64(text, field), field)
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the bytes as sent (hex)."""
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the upright image."""
+        width, height = self._pil.size
+        return (height, width) if self._orientation in (5, 6, 7, 8) else (width, height)
+
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
+
+    @cached_property
+    def rgb(self) -> np.ndarray:
+        """The upright image as an H×W×3 RGB uint8 array."""
+        try:
+            self._pil.load()
+            image = ImageOps.exif_transpose(self._pil) if self._orientation > 1 else self._pil
+            array = to_rgb_array(image)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise RequestError(f"{self.field} is truncated or corrupt: {exc}") from None
+        finally:
+            self._pil.close()
+        return array
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not make a readable image unreadable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Convert a Pillow image of any mode to an H×W×3 RGB uint8 array (rules in the module doc)."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image, dtype=np.uint8).copy()
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(image)
+        if mode == "F":
+            gray = np.clip(values, 0, 255)
+        else:
+            gray = np.clip(values.astype(np.float64) / 257.0, 0, 255)
+        gray = np.rint(gray).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()

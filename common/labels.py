@@ -1,0 +1,97 @@
+"""A function's labels, read from its own ``function.yaml`` (``metadata.annotations.spec``).
+
+What the model emits and what CVAT sees come from the same file, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str
+    input_type: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    type: str = "any"
+    id: int | None = None
+    attributes: tuple[Attribute, ...] = ()
+    sublabels: tuple["Label", ...] = ()
+    svg: str | None = None
+
+    @classmethod
+    def from_spec(cls, item: dict) -> "Label":
+        return cls(
+            name=item["name"],
+            type=item.get("type", "any"),
+            id=item.get("id"),
+            attributes=tuple(
+                Attribute(a["name"], a["input_type"], tuple(a.get("values", ()))) for a in item.get("attributes", ())
+            ),
+            sublabels=tuple(cls.from_spec(s) for s in item.get("sublabels", ())),
+            svg=item.get("svg"),
+        )
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The spec's labels, looked up by position, by ``id`` and by name."""
+
+    items: tuple[Label, ...]
+    by_id: dict = field(compare=False, repr=False)
+    by_name: dict = field(compare=False, repr=False)
+
+    @classmethod
+    def from_spec(cls, spec: list[dict]) -> "Labels":
+        items = tuple(Label.from_spec(item) for item in spec)
+        return cls(
+            items,
+            {label.id: label for label in items if label.id is not None},
+            {label.name: label for label in items},
+        )
+
+    @classmethod
+    def from_function_yaml(cls, path: str | Path) -> "Labels":
+        return cls.from_spec(read_spec(path))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def name_of(self, class_id: int) -> str:
+        """The label name for a model class index: the spec item with that ``id``, else by position."""
+        label = self.by_id.get(class_id)
+        if label is None:
+            label = self.items[class_id]
+        return label.name
+
+
+def read_config(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a YAML mapping")
+    return config
+
+
+def read_spec(path: str | Path) -> list[dict]:
+    """``metadata.annotations.spec`` parsed as JSON; empty or missing means no labels (as CVAT reads it)."""
+    annotations = (read_config(path).get("metadata") or {}).get("annotations") or {}
+    text = annotations.get("spec")
+    if not text:
+        return []
+    spec = json.loads(text)
+    if not isinstance(spec, list):
+        raise ValueError(f"{path}: metadata.annotations.spec must be a JSON list")
+    return spec

@@ -1,0 +1,212 @@
+"""Builders for the shapes CVAT accepts from functions (cvat-protocol.md 4.2 and 4.3).
+
+Each builder returns a plain JSON-ready dict. Numbers are Python floats/ints (never NumPy scalars or
+bools), confidence is a string as in CVAT's reference handlers, attribute values are strings.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import RequestError
+
+
+def _coords(values: Iterable[float], ndigits: int = 2) -> list[float]:
+    return [round(float(v), ndigits) for v in values]
+
+
+def _confidence(score: float | None) -> dict:
+    return {} if score is None else {"confidence": f"{float(score):.4f}"}
+
+
+def attribute_value(value: object) -> str:
+    """CVAT attribute values are strings; booleans become "true"/"false"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _attributes(attributes: Mapping[str, object] | None) -> dict:
+    if not attributes:
+        return {}
+    return {"attributes": [{"name": k, "value": attribute_value(v)} for k, v in attributes.items()]}
+
+
+def _shape(shape_type: str, label: str, points: list, confidence, attributes) -> dict:
+    return {"label": label, "type": shape_type, "points": points, **_confidence(confidence), **_attributes(attributes)}
+
+
+def rectangle(label: str, box: Sequence[float], confidence: float | None = None,
+              attributes: Mapping[str, object] | None = None) -> dict:
+    """``box`` is [xtl, ytl, xbr, ybr]."""
+    return _shape("rectangle", label, _coords(box[:4]), confidence, attributes)
+
+
+def polygon(label: str, points: Sequence[float] | np.ndarray, confidence: float | None = None,
+            attributes: Mapping[str, object] | None = None) -> dict:
+    """``points`` is flat [x0, y0, x1, y1, ...] or an (N, 2) array; at least 3 points."""
+    return _shape("polygon", label, _coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
+
+
+def polyline(label: str, points: Sequence[float] | np.ndarray, confidence: float | None = None,
+             attributes: Mapping[str, object] | None = None) -> dict:
+    return _shape("polyline", label, _coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
+
+
+def points(label: str, points: Sequence[float] | np.ndarray, confidence: float | None = None,
+           attributes: Mapping[str, object] | None = None) -> dict:
+    return _shape("points", label, _coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
+
+
+def tag(label: str, confidence: float | None = None, attributes: Mapping[str, object] | None = None) -> dict:
+    return {"label": label, "type": "tag", **_confidence(confidence), **_attributes(attributes)}
+
+
+def keypoint(label: str, xy: Sequence[float], outside: bool = False,
+             attributes: Mapping[str, object] | None = None) -> dict:
+    """One skeleton element; ``outside`` marks an invisible point (CVAT keeps its position)."""
+    return {"label": label, "type": "points", "points": _coords(xy[:2]), "outside": bool(outside),
+            **_attributes(attributes)}
+
+
+def skeleton(label: str, elements: list[dict], confidence: float | None = None,
+             attributes: Mapping[str, object] | None = None) -> dict:
+    """``elements`` are :func:`keypoint` dicts, one per sublabel of the skeleton label."""
+    return {"label": label, "type": "skeleton", "elements": elements, **_confidence(confidence),
+            **_attributes(attributes)}
+
+
+# ---------------------------------------------------------------- masks
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Inclusive bounding box (xtl, ytl, xbr, ybr) of the non-zero pixels, None when empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+def to_cvat_mask(mask: np.ndarray) -> list[int] | None:
+    """Detector mask layout: the bbox region's pixels (0/255) row-major, then [xtl, ytl, xbr, ybr] inclusive."""
+    bbox = mask_bbox(mask)
+    if bbox is None:
+        return None
+    xtl, ytl, xbr, ybr = bbox
+    region = (mask[ytl:ybr + 1, xtl:xbr + 1] != 0).astype(np.uint8) * 255
+    return region.ravel().tolist() + [xtl, ytl, xbr, ybr]
+
+
+def from_cvat_mask(values: Sequence[float], width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`to_cvat_mask`: a full-size boolean mask. Validates the layout."""
+    if len(values) < 5:
+        raise RequestError("a mask needs its pixels followed by [xtl, ytl, xbr, ybr]")
+    xtl, ytl, xbr, ybr = (int(v) for v in values[-4:])
+    if not (0 <= xtl <= xbr < width and 0 <= ytl <= ybr < height):
+        raise RequestError(f"mask bbox {[xtl, ytl, xbr, ybr]} is not inside the {width}x{height} image")
+    w, h = xbr - xtl + 1, ybr - ytl + 1
+    if len(values) - 4 != w * h:
+        raise RequestError(f"mask has {len(values) - 4} pixels, its bbox needs {w * h}")
+    full = np.zeros((height, width), dtype=bool)
+    full[ytl:ybr + 1, xtl:xbr + 1] = np.asarray(values[:-4]).reshape(h, w) != 0
+    return full
+
+
+def rle_encode(flat: np.ndarray) -> list[int]:
+    """CVAT run-length counts over a flat 0/1 sequence: alternating runs starting with zeros."""
+    flat = np.asarray(flat).ravel() != 0
+    if flat.size == 0:
+        return []
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], change, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return [0] + runs if flat[0] else runs
+
+
+def rle_decode(counts: Sequence[int], size: int) -> np.ndarray:
+    """Inverse of :func:`rle_encode` into a flat boolean array of ``size`` values."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if (counts < 0).any() or counts.sum() != size:
+        raise RequestError(f"RLE counts sum to {int(counts.sum())}, expected {size}")
+    values = np.zeros(counts.size, dtype=bool)
+    values[1::2] = True
+    return np.repeat(values, counts)
+
+
+def to_cvat_rle(mask: np.ndarray) -> list[int] | None:
+    """Interactor/tracker mask points: RLE of the bbox region followed by [xtl, ytl, xbr, ybr] inclusive."""
+    bbox = mask_bbox(mask)
+    if bbox is None:
+        return None
+    xtl, ytl, xbr, ybr = bbox
+    return rle_encode(mask[ytl:ybr + 1, xtl:xbr + 1]) + [xtl, ytl, xbr, ybr]
+
+
+def from_cvat_rle(values: Sequence[float], width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`to_cvat_rle`: a full-size boolean mask."""
+    if len(values) < 5:
+        raise RequestError("mask points need RLE counts followed by [xtl, ytl, xbr, ybr]")
+    xtl, ytl, xbr, ybr = (int(v) for v in values[-4:])
+    if not (0 <= xtl <= xbr < width and 0 <= ytl <= ybr < height):
+        raise RequestError(f"mask bbox {[xtl, ytl, xbr, ybr]} is not inside the {width}x{height} image")
+    w, h = xbr - xtl + 1, ybr - ytl + 1
+    full = np.zeros((height, width), dtype=bool)
+    full[ytl:ybr + 1, xtl:xbr + 1] = rle_decode([int(v) for v in values[:-4]], w * h).reshape(h, w)
+    return full
+
+
+def polygon_epsilon() -> float:
+    """Douglas-Peucker tolerance in pixels for mask → polygon (``POLYGON_EPSILON``, default 1.0; 0 keeps all)."""
+    value = os.environ.get("POLYGON_EPSILON", "")
+    return float(value) if value.strip() else 1.0
+
+
+def mask_to_polygon(mask: np.ndarray, epsilon: float | None = None) -> np.ndarray | None:
+    """The largest outer contour of a binary mask as an (N, 2) float array, simplified with ``epsilon``.
+
+    Returns None when the mask is empty or its largest contour has fewer than 3 points.
+    """
+    binary = (np.asarray(mask) != 0).astype(np.uint8)
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    contour = max(contours, key=cv2.contourArea)
+    eps = polygon_epsilon() if epsilon is None else epsilon
+    if eps > 0:
+        contour = cv2.approxPolyDP(contour, eps, True)
+    contour = contour.reshape(-1, 2).astype(np.float64)
+    return contour if len(contour) >= 3 else None
+
+
+def mask(label: str, mask: np.ndarray, confidence: float | None = None,
+         attributes: Mapping[str, object] | None = None, with_polygon: bool = True) -> dict | None:
+    """A detector mask shape; ``points`` also carries its polygon so CVAT's mask → polygon option works.
+
+    Returns None for an empty mask.
+    """
+    values = to_cvat_mask(mask)
+    if values is None:
+        return None
+    shape = {"label": label, "type": "mask", "mask": values, **_confidence(confidence), **_attributes(attributes)}
+    if with_polygon:
+        poly = mask_to_polygon(mask)
+        if poly is not None:
+            shape["points"] = _coords(poly.ravel())
+    return shape
+
+
+def interactor_mask(mask: np.ndarray, confidence: float | None = None) -> dict | None:
+    """The compact interactor reply shape: ``{"type": "mask", "points": rle + bbox, "attributes": [...]}``.
+
+    ``spec_id`` 0 is the confidence service attribute CVAT's UI understands.
+    """
+    values = to_cvat_rle(mask)
+    if values is None:
+        return None
+    shape: dict = {"type": "mask", "points": values}
+    if confidence is not None:
+        shape["attributes"] = [{"spec_id": 0, "value": f"{float(confidence):.4f}"}]
+    return shape
