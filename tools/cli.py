@@ -1,0 +1,210 @@
+"""``tools/fn``: serve, invoke, lint and test the functions of this repository."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .config import ROOT, find_configs
+
+DEFAULT_DASHBOARD = "http://localhost:8070"
+
+
+# ---------------------------------------------------------------- serve
+
+def cmd_serve(args) -> int:
+    from .harness import Harness
+
+    configs = find_configs(args.paths, gpu=args.gpu)
+    if not configs:
+        print("no functions found", file=sys.stderr)
+        return 1
+    harness = Harness(configs, host=args.host, port=args.port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    harness.start()
+    host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
+    print(f"dashboard API on http://{host}:{harness.port} (CVAT: CVAT_NUCLIO_HOST={host} "
+          f"CVAT_NUCLIO_PORT={harness.port}); starting {len(configs)} function(s)...", flush=True)
+    ok = harness.wait_ready(args.ready_timeout)
+    print(f"{'FUNCTION':40} {'KIND':11} {'STATE':9} {'WORKERS':7} URL")
+    for runtime in harness.functions.values():
+        config = runtime.config
+        print(f"{runtime.name:40} {config.kind:11} {runtime.state:9} {config.workers:<7} "
+              f"http://{host}:{runtime.http_port}/" + (f"  ({runtime.message})" if runtime.message else ""))
+    first = next(iter(harness.functions.values()))
+    print(
+        "\nTry it (the body goes through stdin: base64 images are too long for a command line):\n"
+        f"  (printf '{{\"image\": \"'; base64 -w0 IMAGE.jpg; printf '\", \"threshold\": 0.5}}') | \\\n"
+        f"    curl -s http://{host}:{first.http_port}/ -H 'Content-Type: application/json' --data-binary @-\n"
+        "or through the dashboard API, as CVAT does:\n"
+        f"  (printf '{{\"image\": \"'; base64 -w0 IMAGE.jpg; printf '\"}}') | \\\n"
+        f"    curl -s http://{host}:{harness.port}/api/function_invocations -H 'Content-Type: application/json' \\\n"
+        f"    -H 'x-nuclio-function-name: {first.name}' --data-binary @-",
+        flush=True,
+    )
+    if not ok:
+        print("some functions are not ready; see the log above", file=sys.stderr, flush=True)
+    stop.wait()
+    harness.stop()
+    return 0
+
+
+# ---------------------------------------------------------------- invoke
+
+def build_request(kind: str, image_b64: str, threshold: float | None, extra: dict) -> dict:
+    """A request body of the shape CVAT sends to a function of ``kind``; ``extra`` overrides fields."""
+    if kind == "reid":
+        body: dict = {"image0": image_b64, "image1": image_b64, "boxes0": [], "boxes1": []}
+    else:
+        body = {"image": image_b64}
+    if kind == "interactor":
+        body.update(pos_points=[], neg_points=[])
+    elif kind == "tracker":
+        body.update(shapes=[], states=[])
+    if threshold is not None:
+        body["threshold"] = threshold
+    body.update(extra)
+    return body
+
+
+def _post(url: str, body: bytes, headers: dict, timeout: float) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def cmd_invoke(args) -> int:
+    extra = json.loads(args.body) if args.body else {}
+    if not isinstance(extra, dict):
+        print("--body must be a JSON object", file=sys.stderr)
+        return 2
+    image_bytes = Path(args.image).read_bytes() if args.image else None
+    image_b64 = base64.b64encode(image_bytes).decode() if image_bytes else ""
+    target = Path(args.target)
+    if target.exists():  # a function folder: run it here, through the same worker code as `serve`
+        from .harness import Harness
+
+        configs = find_configs([target], gpu=args.gpu)
+        if len(configs) != 1:
+            print(f"{target}: expected one function, found {len(configs)}", file=sys.stderr)
+            return 2
+        harness = Harness(configs, port=0)
+        harness.start()
+        try:
+            runtime = next(iter(harness.functions.values()))
+            if not runtime.wait_ready(args.timeout):
+                print(f"{runtime.name} did not start: {runtime.message}", file=sys.stderr)
+                return 1
+            body = build_request(runtime.config.kind, image_b64, args.threshold, extra)
+            reply = runtime.invoke(json.dumps(body).encode(), "application/json", {})
+            status, payload = reply["status"], reply["body"]
+        finally:
+            harness.stop()
+    else:  # a function name: call a running dashboard (tools/fn serve, or Nuclio's)
+        dashboard = args.dashboard.rstrip("/")
+        try:
+            with urllib.request.urlopen(f"{dashboard}/api/functions/{args.target}", timeout=10) as response:
+                kind = json.load(response)["metadata"]["annotations"]["type"]
+        except (urllib.error.URLError, KeyError, ValueError) as exc:
+            print(f"cannot describe {args.target} at {dashboard}: {exc}", file=sys.stderr)
+            return 1
+        body = build_request(kind, image_b64, args.threshold, extra)
+        headers = {"Content-Type": "application/json", "x-nuclio-function-name": args.target,
+                   "x-nuclio-path": "/", "x-nuclio-project-name": "cvat"}
+        status, payload = _post(f"{dashboard}/api/function_invocations", json.dumps(body).encode(), headers,
+                                args.timeout)
+    try:
+        reply = json.loads(payload)
+        print(json.dumps(reply, indent=2 if args.pretty else None))
+    except ValueError:
+        reply = None
+        print(payload.decode(errors="replace"))
+    if status >= 400:
+        print(f"HTTP {status}", file=sys.stderr)
+        return 1
+    if args.draw:
+        if image_bytes is None or reply is None:
+            print("--draw needs --image and a JSON reply", file=sys.stderr)
+            return 2
+        import cv2
+
+        from common.image import RequestImage
+        from .draw import draw_reply
+
+        cv2.imwrite(args.draw, draw_reply(RequestImage(image_bytes).rgb, reply))
+        print(f"drawn to {args.draw}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- lint / test
+
+def cmd_lint(args) -> int:
+    from .lint import lint_paths
+
+    problems = lint_paths(args.paths)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("lint: no problems", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_test(args) -> int:
+    command = [sys.executable, "-m", "pytest", str(ROOT / "tests"), *args.pytest_args]
+    return subprocess.call(command, cwd=ROOT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tools/fn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve functions the way Nuclio does, with a dashboard API")
+    serve.add_argument("paths", nargs="*", help="function folders or yaml files (default: functions/)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("FN_PORT", 8070)),
+                       help="dashboard API port (default 8070, as CVAT expects)")
+    serve.add_argument("--host", default=os.environ.get("FN_HOST", "127.0.0.1"),
+                       help="address to bind (default 127.0.0.1; 0.0.0.0 for CVAT in Docker)")
+    serve.add_argument("--gpu", action="store_true", help="serve function-gpu.yaml instead of function.yaml")
+    serve.add_argument("--ready-timeout", type=float, default=600, help="seconds to wait for init_context")
+    serve.set_defaults(func=cmd_serve)
+
+    invoke = sub.add_parser("invoke", help="call one function, like nuctl invoke")
+    invoke.add_argument("target", help="a function name (served at --dashboard) or a function folder")
+    invoke.add_argument("--image", help="image file to send")
+    invoke.add_argument("--threshold", type=float)
+    invoke.add_argument("--body", help="JSON object merged into the request (points, shapes, states, ...)")
+    invoke.add_argument("--draw", metavar="OUT.png", help="save the image with the reply drawn on it")
+    invoke.add_argument("--dashboard", default=os.environ.get("NUCLIO_DASHBOARD_URL", DEFAULT_DASHBOARD))
+    invoke.add_argument("--gpu", action="store_true", help="with a folder: use function-gpu.yaml")
+    invoke.add_argument("--timeout", type=float, default=300)
+    invoke.add_argument("--pretty", action="store_true", help="indent the JSON reply")
+    invoke.set_defaults(func=cmd_invoke)
+
+    lint = sub.add_parser("lint", help="check function.yaml / function-gpu.yaml files")
+    lint.add_argument("paths", nargs="*")
+    lint.set_defaults(func=cmd_lint)
+
+    test = sub.add_parser("test", help="run the whole test suite (pytest arguments pass through)")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    test.set_defaults(func=cmd_test)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Render a function's reply on its input image (``tools/fn invoke --draw``)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+
+from common.shapes import from_cvat_mask, from_cvat_rle
+
+
+def color_for(label: str) -> tuple[int, int, int]:
+    """A stable, saturated BGR colour per label."""
+    hue = int(hashlib.md5(label.encode()).hexdigest()[:2], 16) * 180 // 256
+    bgr = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    return int(bgr[0]), int(bgr[1]), int(bgr[2])
+
+
+def _caption(canvas: np.ndarray, text: str, xy: tuple[float, float], color) -> None:
+    x, y = int(xy[0]), int(xy[1])
+    scale = max(0.4, min(canvas.shape[:2]) / 900)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    y = max(y, h + base + 2)
+    cv2.rectangle(canvas, (x, y - h - base - 2), (x + w + 4, y), color, -1)
+    cv2.putText(canvas, text, (x + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def _blend_mask(canvas: np.ndarray, mask: np.ndarray, color) -> None:
+    canvas[mask] = (0.5 * canvas[mask] + 0.5 * np.array(color)).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(canvas, contours, -1, color, 2)
+
+
+def _points(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1, 2)
+
+
+def draw_shape(canvas: np.ndarray, shape: dict, tag_row: int = 0) -> None:
+    label = str(shape.get("label", ""))
+    color = color_for(label or shape.get("type", ""))
+    kind = shape.get("type", "rectangle")
+    text = label + (f" {float(shape['confidence']):.2f}" if "confidence" in shape else "")
+    for attr in shape.get("attributes") or []:
+        if "name" in attr:
+            text += f" {attr['name']}={attr.get('value')}"
+    height, width = canvas.shape[:2]
+    pts = _points(shape.get("points") or []) if kind not in ("mask", "skeleton", "tag") else None
+    if kind == "rectangle":
+        (x1, y1), (x2, y2) = pts.min(axis=0), pts.max(axis=0)
+        cv2.rectangle(canvas, (int(x1), int(y1)), (int(x2), int(y2)), color, 2)
+        anchor = (x1, y1)
+    elif kind in ("polygon", "polyline"):
+        cv2.polylines(canvas, [np.round(pts).astype(np.int32)], kind == "polygon", color, 2, cv2.LINE_AA)
+        anchor = tuple(pts.min(axis=0))
+    elif kind == "points":
+        for x, y in pts:
+            cv2.circle(canvas, (int(x), int(y)), 4, color, -1, cv2.LINE_AA)
+        anchor = tuple(pts.min(axis=0))
+    elif kind == "mask":
+        if "mask" in shape:
+            mask = from_cvat_mask(shape["mask"], width, height)
+        else:
+            mask = from_cvat_rle(shape["points"], width, height)
+        _blend_mask(canvas, mask, color)
+        ys, xs = np.nonzero(mask)
+        anchor = (xs.min(), ys.min()) if len(xs) else (0, 0)
+    elif kind == "skeleton":
+        elements = shape.get("elements") or []
+        visible = [e for e in elements if not e.get("outside")]
+        for e in visible:
+            x, y = e["points"][:2]
+            cv2.circle(canvas, (int(x), int(y)), 4, color_for(e.get("label", "")), -1, cv2.LINE_AA)
+        anchor = tuple(_points([e["points"][:2] for e in visible]).min(axis=0)) if visible else (0, 0)
+    elif kind == "tag":
+        anchor = (4, 24 * tag_row + 24)
+    else:
+        return
+    if text:
+        _caption(canvas, text, anchor, color)
+
+
+def draw_reply(rgb: np.ndarray, reply) -> np.ndarray:
+    """A BGR image with the reply drawn: detector lists, interactor/tracker ``shapes``, full ``mask``."""
+    canvas = np.ascontiguousarray(rgb[:, :, ::-1]).copy()
+    if isinstance(reply, list):
+        shapes = reply
+    elif isinstance(reply, dict) and isinstance(reply.get("mask"), list):
+        mask = np.asarray(reply["mask"]) != 0
+        _blend_mask(canvas, mask, color_for("mask"))
+        shapes = []
+    elif isinstance(reply, dict):
+        shapes = reply.get("shapes") or []
+    else:
+        shapes = []
+    tags = 0
+    for shape in shapes:
+        if isinstance(shape, dict):
+            draw_shape(canvas, shape, tags)
+            tags += shape.get("type") == "tag"
+        elif isinstance(shape, list) and len(shape) >= 4:  # legacy tracker: bare points
+            draw_shape(canvas, {"type": "rectangle" if len(shape) == 4 else "polygon", "points": shape})
+    return canvas

@@ -1,0 +1,352 @@
+"""A local stand-in for Nuclio: worker processes per function, one HTTP port per function, and a
+dashboard-compatible API, so that CVAT (or curl) can use the functions without Nuclio or Docker.
+
+Emulated Nuclio semantics:
+
+- ``init_context`` runs once in each worker process; ``numWorkers`` (or ``maxWorkers``) processes per function.
+- A function answers only when every worker has finished ``init_context`` (before that: 503).
+- ``eventTimeout``: the client gets 408 and the worker process is replaced by a fresh one.
+- ``maxRequestBodySize``: larger bodies get 413 before they are read.
+- ``workerAvailabilityTimeoutMilliseconds``: no free worker within it gives 503.
+- ``spec.env`` is applied to the workers; variables already set in the shell that runs the harness win,
+  so that local paths (``MODELS_DIR``, ``MODEL_PATH``) replace the image paths of the yaml.
+- The JSON body becomes ``event.body`` decoded when the content type is JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import multiprocessing
+import os
+import queue
+import sys
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlparse
+
+from .config import ROOT, FunctionConfig
+from .worker import worker_main
+
+_MP = multiprocessing.get_context("spawn")
+_EVENT_IDS = itertools.count(1)
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def error_reply(status: int, message: str) -> dict:
+    return {"status": status, "headers": {}, "content_type": "application/json",
+            "body": json.dumps({"error": message}).encode()}
+
+
+class Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, function: "FunctionRuntime", worker_id: int):
+        self.id = worker_id
+        self.conn, child = _MP.Pipe()
+        env = {**function.config.env, **{k: v for k, v in os.environ.items()}}
+        self.process = _MP.Process(
+            target=worker_main, daemon=True,
+            args=(child, str(function.config.directory), str(ROOT), function.config.handler, env,
+                  function.name, worker_id),
+        )
+        self.process.start()
+        child.close()
+
+    def wait_ready(self) -> str | None:
+        """Block until init_context is done; None when ready, else the failure message."""
+        try:
+            kind, message = self.conn.recv()
+        except (EOFError, OSError):
+            return f"worker process exited with code {self.process.exitcode} during init_context"
+        return None if kind == "ready" else str(message)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
+class FunctionRuntime:
+    """The worker pool of one function and the invocation logic shared by its port and the dashboard."""
+
+    def __init__(self, config: FunctionConfig):
+        self.config = config
+        self.name = config.name
+        self.idle: queue.Queue[Worker] = queue.Queue()
+        self.state = "building"
+        self.message = ""
+        self.http_port: int | None = None
+        self._ready_count = 0
+        self._lock = threading.Lock()
+        self._all_ready = threading.Event()
+        self._stopped = False
+        self._workers: dict[int, Worker] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        for worker_id in range(self.config.workers):
+            self._spawn(worker_id)
+
+    def _spawn(self, worker_id: int) -> None:
+        worker = Worker(self, worker_id)
+        with self._lock:
+            self._workers[worker_id] = worker
+        threading.Thread(target=self._await_init, args=(worker,), daemon=True).start()
+
+    def _await_init(self, worker: Worker) -> None:
+        failure = worker.wait_ready()
+        if self._stopped:
+            worker.kill()
+            return
+        if failure is not None:
+            with self._lock:
+                self.state, self.message = "error", f"worker {worker.id}: {failure}"
+            log(f"{self.name}: worker {worker.id} failed in init_context: {failure}")
+            self._all_ready.set()  # nothing more to wait for
+            return
+        with self._lock:
+            self._ready_count += 1
+            if self._ready_count >= self.config.workers and self.state == "building":
+                self.state = "ready"
+                self._all_ready.set()
+        self.idle.put(worker)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        self._all_ready.wait(timeout)
+        return self.state == "ready"
+
+    def stop(self) -> None:
+        self._stopped = True
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.kill()
+
+    # ------------------------------------------------------------ invocation
+
+    def invoke(self, body: bytes, content_type: str, headers: dict, method: str = "POST", path: str = "/") -> dict:
+        if self.state != "ready":
+            detail = f": {self.message}" if self.message else " (workers are still running init_context)"
+            return error_reply(503, f"function {self.name} is not ready{detail}")
+        try:
+            worker = self.idle.get(timeout=self.config.availability_timeout)
+        except queue.Empty:
+            return error_reply(503, f"no worker of {self.name} became available within "
+                                    f"{self.config.availability_timeout:g}s")
+        event = {"body": body, "content_type": content_type, "headers": headers, "method": method,
+                 "path": path, "id": str(next(_EVENT_IDS))}
+        timeout = self.config.event_timeout
+        try:
+            worker.conn.send(("event", event))
+            if worker.conn.poll(timeout):
+                kind, reply = worker.conn.recv()
+                self.idle.put(worker)
+                return reply
+        except (EOFError, OSError, BrokenPipeError):
+            log(f"{self.name}: worker {worker.id} died while handling an event; restarting it")
+            self._replace(worker)
+            return error_reply(500, f"the worker of {self.name} crashed while handling the request")
+        log(f"{self.name}: event exceeded eventTimeout {timeout:g}s; restarting worker {worker.id}")
+        self._replace(worker)
+        return error_reply(408, f"{self.name} did not answer within its eventTimeout of {timeout:g}s")
+
+    def _replace(self, worker: Worker) -> None:
+        worker.kill()
+        if not self._stopped:
+            self._spawn(worker.id)
+
+    def description(self) -> dict:
+        """The function as Nuclio's dashboard describes it (metadata, spec, status)."""
+        config = copy.deepcopy(self.config.config)
+        metadata = config.setdefault("metadata", {})
+        labels = metadata.get("labels") or {}
+        labels.setdefault("nuclio.io/project-name", "cvat")
+        metadata["labels"] = labels
+        metadata.setdefault("namespace", "nuclio")
+        config.setdefault("spec", {})
+        config["status"] = {"state": self.state, "httpPort": self.http_port}
+        if self.message:
+            config["status"]["message"] = self.message
+        return config
+
+
+# ---------------------------------------------------------------- HTTP
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "cvat-functions-harness"
+
+    def log_message(self, format, *args):  # requests are logged by _reply
+        pass
+
+    def _reply(self, reply: dict, started: float, name: str) -> None:
+        body = reply["body"]
+        self.send_response(reply["status"])
+        self.send_header("Content-Type", reply["content_type"])
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in reply["headers"].items():
+            if key.lower() not in ("content-length", "content-type"):
+                self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+        log(f"{name} {self.command} {self.path} -> {reply['status']} "
+            f"{len(body)} B in {(time.perf_counter() - started) * 1000:.1f} ms")
+
+    def _read_body(self, limit: int | None) -> bytes | None:
+        """The request body, or None after answering 413 when it is over ``limit``."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks, total = [], 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                total += size
+                if limit is not None and total > limit:
+                    self._too_large(limit)
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if limit is not None and length > limit:
+            self._too_large(limit)
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _too_large(self, limit: int) -> None:
+        self.close_connection = True
+        reply = error_reply(413, f"request body is larger than maxRequestBodySize ({limit} bytes)")
+        reply["headers"]["Connection"] = "close"
+        self._reply(reply, time.perf_counter(), self.server.label)
+
+
+class _FunctionHandler(_Handler):
+    """Every method and path goes to the function, as with a Nuclio HTTP trigger."""
+
+    def _invoke(self):
+        started = time.perf_counter()
+        runtime: FunctionRuntime = self.server.runtime
+        body = self._read_body(runtime.config.body_limit)
+        if body is None:
+            return
+        headers = {k: v for k, v in self.headers.items()}
+        reply = runtime.invoke(body, self.headers.get("Content-Type", ""), headers, self.command,
+                               urlparse(self.path).path or "/")
+        self._reply(reply, started, runtime.name)
+
+    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = _invoke
+
+
+class _DashboardHandler(_Handler):
+    """The parts of Nuclio's dashboard API that CVAT uses."""
+
+    def _json(self, status: int, payload, started: float) -> None:
+        self._reply({"status": status, "headers": {}, "content_type": "application/json",
+                     "body": json.dumps(payload).encode()}, started, "dashboard")
+
+    def do_GET(self):
+        started = time.perf_counter()
+        functions: dict[str, FunctionRuntime] = self.server.functions
+        path = urlparse(self.path).path.rstrip("/")
+        if path == "/api/functions":
+            self._json(200, {name: f.description() for name, f in functions.items()}, started)
+        elif path.startswith("/api/functions/"):
+            name = unquote(path[len("/api/functions/"):])
+            if name in functions:
+                self._json(200, functions[name].description(), started)
+            else:
+                self._json(404, {"error": f"function {name} not found"}, started)
+        elif path in ("/api/healthz", "/api/versions", ""):
+            self._json(200, {"dashboard": {"label": "cvat-functions-harness"}}, started)
+        else:
+            self._json(404, {"error": f"no such endpoint: {path}"}, started)
+
+    def do_POST(self):
+        started = time.perf_counter()
+        functions: dict[str, FunctionRuntime] = self.server.functions
+        if urlparse(self.path).path.rstrip("/") != "/api/function_invocations":
+            self._json(404, {"error": f"no such endpoint: {self.path}"}, started)
+            return
+        name = self.headers.get("x-nuclio-function-name")
+        runtime = functions.get(name or "")
+        limit = runtime.config.body_limit if runtime else None
+        body = self._read_body(limit)
+        if body is None:
+            return
+        if not name:
+            self._json(400, {"error": "the x-nuclio-function-name header is required"}, started)
+            return
+        if runtime is None:
+            self._json(404, {"error": f"function {name} not found"}, started)
+            return
+        headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("x-nuclio-")}
+        reply = runtime.invoke(body, self.headers.get("Content-Type", ""), headers, "POST",
+                               self.headers.get("x-nuclio-path") or "/")
+        self._reply(reply, started, name)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class Harness:
+    """Serve ``configs``: a port per function and the dashboard API on ``port``."""
+
+    def __init__(self, configs: list[FunctionConfig], host: str = "127.0.0.1", port: int = 8070):
+        names = [c.name for c in configs]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"two functions share a name: {', '.join(sorted(duplicates))}")
+        self.host = host
+        self.functions = {c.name: FunctionRuntime(c) for c in configs}
+        self.dashboard = _Server((host, port), _DashboardHandler)
+        self.dashboard.functions = self.functions
+        self.dashboard.label = "dashboard"
+        self.servers = [self.dashboard]
+        for runtime in self.functions.values():
+            server = _Server((host, runtime.config.port or 0), _FunctionHandler)
+            server.runtime, server.label = runtime, runtime.name
+            runtime.http_port = server.server_address[1]
+            self.servers.append(server)
+
+    @property
+    def port(self) -> int:
+        return self.dashboard.server_address[1]
+
+    def start(self) -> None:
+        for runtime in self.functions.values():
+            runtime.start()
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ok = True
+        for runtime in self.functions.values():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ok = runtime.wait_ready(left) and ok
+        return ok
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        for runtime in self.functions.values():
+            runtime.stop()
+
+    def __enter__(self) -> "Harness":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,251 @@
+"""``tools/fn lint``: check function.yaml / function-gpu.yaml against what CVAT and Nuclio require.
+
+Each problem is one line ``<file>: <problem>``; the command exits non-zero when there is any.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import yaml
+
+from common.request import SHAPE_TYPES
+
+from .config import CONFIG_NAMES, ROOT, parse_duration
+
+KINDS = ("detector", "interactor", "tracker", "reid")
+LABEL_TYPES = SHAPE_TYPES + ("tag", "any")
+INPUT_TYPES = ("checkbox", "radio", "number", "text", "select")
+RUNTIMES = ("python:3.9", "python:3.10", "python:3.11", "python:3.12")
+INT_ANNOTATIONS = ("version", "min_pos_points", "min_neg_points")
+BOOL_ANNOTATIONS = ("startswith_box", "startswith_box_optional")
+FALSY_LOOKING = ("false", "0", "no", "off", "none", "null")
+
+
+def lint_labels(labels: object, where: str, problems: list[str], sublabels: bool = False) -> None:
+    if not isinstance(labels, list):
+        problems.append(f"{where} must be a list of labels")
+        return
+    names: set[str] = set()
+    for i, label in enumerate(labels):
+        at = f"{where}[{i}]"
+        if not isinstance(label, dict):
+            problems.append(f"{at} must be an object")
+            continue
+        name = label.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{at} has no name")
+        elif name in names:
+            problems.append(f"{at}: duplicate label name {name!r}")
+        else:
+            names.add(name)
+        at = f"{where}[{name!r}]" if isinstance(name, str) else at
+        label_type = label.get("type", "any")
+        if label_type not in LABEL_TYPES:
+            problems.append(f"{at}: unknown type {label_type!r}")
+        if sublabels and label_type != "points":
+            problems.append(f"{at}: skeleton sublabels must have type 'points'")
+        lint_attributes(label.get("attributes", []), at, problems)
+        if label_type == "skeleton":
+            if not label.get("sublabels"):
+                problems.append(f"{at}: a skeleton needs sublabels")
+            else:
+                lint_labels(label["sublabels"], f"{at}.sublabels", problems, sublabels=True)
+            if not isinstance(label.get("svg"), str) or not label.get("svg"):
+                problems.append(f"{at}: a skeleton needs an svg")
+        elif "sublabels" in label:
+            problems.append(f"{at}: only skeleton labels have sublabels")
+
+
+def lint_attributes(attributes: object, where: str, problems: list[str]) -> None:
+    if not isinstance(attributes, list):
+        problems.append(f"{where}.attributes must be a list")
+        return
+    names: set[str] = set()
+    for j, attr in enumerate(attributes):
+        at = f"{where}.attributes[{j}]"
+        if not isinstance(attr, dict):
+            problems.append(f"{at} must be an object")
+            continue
+        missing = [k for k in ("name", "input_type", "values") if k not in attr]
+        if missing:
+            problems.append(f"{at} lacks {', '.join(missing)}")
+        name = attr.get("name")
+        if name in names:
+            problems.append(f"{at}: duplicate attribute name {name!r}")
+        names.add(name)
+        if "input_type" in attr and attr["input_type"] not in INPUT_TYPES:
+            problems.append(f"{at}: unknown input_type {attr['input_type']!r}")
+        if "values" in attr and not (isinstance(attr["values"], list)
+                                     and all(isinstance(v, str) for v in attr["values"])):
+            problems.append(f"{at}: values must be a list of strings")
+
+
+def handler_defined(directory: Path, handler: str) -> str | None:
+    """None when ``module:function`` exists in ``directory``, else the problem."""
+    if handler.count(":") != 1:
+        return f"spec.handler {handler!r} must be module:function"
+    module, function = handler.split(":")
+    source = directory / (module.replace(".", "/") + ".py")
+    if not source.is_file():
+        return f"spec.handler: {source.name} not found beside the yaml"
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                for elt in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                    if isinstance(elt, ast.Name):
+                        names.add(elt.id)
+        elif isinstance(node, (ast.ImportFrom, ast.Import)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    if function not in names:
+        return f"spec.handler: {source.name} defines no {function!r}"
+    return None
+
+
+def lint_config(path: Path, config: object) -> list[str]:
+    problems: list[str] = []
+    if not isinstance(config, dict):
+        return ["not a YAML mapping"]
+    metadata = config.get("metadata") or {}
+    spec = config.get("spec") or {}
+    if not metadata.get("name"):
+        problems.append("metadata.name is missing")
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        problems.append("metadata.annotations is missing")
+        annotations = {}
+    for key, value in annotations.items():
+        if not isinstance(value, str):
+            problems.append(f"metadata.annotations.{key} must be a string (quote it), got {type(value).__name__}")
+    kind = annotations.get("type")
+    if kind not in KINDS:
+        problems.append(f"metadata.annotations.type must be one of {', '.join(KINDS)}, got {kind!r}")
+    text = annotations.get("spec")
+    if isinstance(text, str) and text.strip():
+        try:
+            lint_labels(json.loads(text), "spec", problems)
+        except json.JSONDecodeError as exc:
+            problems.append(f"metadata.annotations.spec is not valid JSON: {exc}")
+    for key in INT_ANNOTATIONS:
+        if key in annotations:
+            try:
+                int(str(annotations[key]))
+            except ValueError:
+                problems.append(f"metadata.annotations.{key} must be an integer string")
+    for key in BOOL_ANNOTATIONS:
+        if str(annotations.get(key, "")).strip().lower() in FALSY_LOOKING:
+            problems.append(f"metadata.annotations.{key} is {annotations[key]!r}, which CVAT reads as True "
+                            "(any non-empty string); remove the key instead")
+    if kind == "tracker" and "supported_shape_types" in annotations:
+        types = [t.strip() for t in str(annotations["supported_shape_types"]).split(",") if t.strip()]
+        if not types:
+            problems.append("metadata.annotations.supported_shape_types is empty")
+        for t in types:
+            if t not in SHAPE_TYPES:
+                problems.append(f"metadata.annotations.supported_shape_types: unknown shape type {t!r}")
+    if not isinstance(spec.get("description"), str) or not spec.get("description", "").strip():
+        problems.append("spec.description is missing (CVAT fails with 500 without it)")
+    runtime = spec.get("runtime")
+    if runtime not in RUNTIMES:
+        problems.append(f"spec.runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    problem = handler_defined(path.parent, str(spec.get("handler") or ""))
+    if problem:
+        problems.append(problem)
+    try:
+        parse_duration(spec.get("eventTimeout"))
+    except ValueError as exc:
+        problems.append(f"spec.eventTimeout: {exc}")
+    problems.extend(lint_trigger(spec))
+    if path.name == "function-gpu.yaml":
+        problems.extend(lint_gpu(spec))
+    return problems
+
+
+def _workers(trigger: dict) -> object:
+    return trigger.get("numWorkers", trigger.get("maxWorkers"))
+
+
+def lint_trigger(spec: dict) -> list[str]:
+    triggers = spec.get("triggers") or {}
+    http = [t for t in triggers.values() if isinstance(t, dict) and t.get("kind") == "http"]
+    if len(http) != 1:
+        return [f"spec.triggers must hold exactly one trigger of kind http, found {len(http)}"]
+    trigger, problems = http[0], []
+    workers = _workers(trigger)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        problems.append(f"http trigger: numWorkers (or maxWorkers) must be a positive integer, got {workers!r}")
+    attributes = trigger.get("attributes") or {}
+    size = attributes.get("maxRequestBodySize")
+    if not isinstance(size, int) or size < 1024 * 1024:
+        problems.append(f"http trigger: attributes.maxRequestBodySize must be an integer of at least 1 MiB "
+                        f"(base64 images are large), got {size!r}")
+    timeout = trigger.get("workerAvailabilityTimeoutMilliseconds")
+    if timeout is not None and (not isinstance(timeout, int) or timeout < 0):
+        problems.append(f"http trigger: workerAvailabilityTimeoutMilliseconds must be a non-negative integer")
+    return problems
+
+
+def lint_gpu(spec: dict) -> list[str]:
+    problems = []
+    limits = ((spec.get("resources") or {}).get("limits") or {})
+    gpus = limits.get("nvidia.com/gpu")
+    if not gpus or int(gpus) < 1:
+        problems.append("GPU yaml must request resources.limits nvidia.com/gpu: 1")
+    for trigger in (spec.get("triggers") or {}).values():
+        if isinstance(trigger, dict) and trigger.get("kind") == "http" and _workers(trigger) != 1:
+            problems.append(f"GPU yaml must run one worker, got {_workers(trigger)!r}")
+    return problems
+
+
+def lint_pair(cpu: dict, gpu: dict) -> list[str]:
+    """Name, kind and labels must be identical in function.yaml and function-gpu.yaml."""
+    def facts(config):
+        metadata = config.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        try:
+            labels = json.loads(annotations.get("spec") or "[]")
+        except json.JSONDecodeError:
+            labels = None
+        return {"metadata.name": metadata.get("name"), "annotations.type": annotations.get("type"),
+                "annotations.name": annotations.get("name"), "annotations.spec (labels)": labels}
+
+    a, b = facts(cpu), facts(gpu)
+    return [f"{key} differs from function.yaml" for key in a if a[key] != b[key]]
+
+
+def lint_paths(paths: list[str | Path] | None = None) -> list[str]:
+    files: list[Path] = []
+    for raw in paths or [ROOT / "functions"]:
+        path = Path(raw)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files.extend(sorted(p for name in CONFIG_NAMES for p in path.rglob(name) if ".venv" not in p.parts))
+        else:
+            return [f"{raw}: no such file or folder"]
+    problems: list[str] = []
+    loaded: dict[Path, dict] = {}
+    for path in sorted(set(files)):
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            problems.append(f"{path}: not valid YAML: {str(exc).splitlines()[0]}")
+            continue
+        problems.extend(f"{path}: {p}" for p in lint_config(path, config))
+        if isinstance(config, dict):
+            loaded[path] = config
+    for path, config in loaded.items():
+        if path.name == "function-gpu.yaml":
+            cpu = path.with_name("function.yaml")
+            if cpu.is_file():
+                cpu_config = loaded.get(cpu)
+                if cpu_config is None:
+                    cpu_config = yaml.safe_load(cpu.read_text(encoding="utf-8"))
+                problems.extend(f"{path}: {p}" for p in lint_pair(cpu_config, config))
+    return problems
