@@ -1,0 +1,91 @@
+"""Shared fixtures: the data/model folders (required, never skipped) and a running harness."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _required_dir(variable: str, probe: str) -> Path:
+    value = os.environ.get(variable)
+    if not value:
+        pytest.fail(f"{variable} is not set: point it at the folder with {probe} (CI uses ../shared/...)")
+    path = Path(value).resolve()
+    if not (path / probe).exists():
+        pytest.fail(f"{variable}={value} has no {probe}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return _required_dir("MODELS_DIR", "yolox_nano.onnx")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return _required_dir("TEST_DATA_DIR", "images/dog.jpg")
+
+
+def b64_file(path: Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def http(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 60):
+    """(status, headers, parsed JSON or raw bytes) of a real HTTP call."""
+    data = None
+    headers = dict(headers or {})
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, reply_headers, payload = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        status, reply_headers, payload = exc.code, dict(exc.headers), exc.read()
+    try:
+        return status, reply_headers, json.loads(payload)
+    except ValueError:
+        return status, reply_headers, payload
+
+
+@pytest.fixture
+def serve():
+    """Start a Harness over some function folders; stopped at teardown."""
+    from tools.config import find_configs
+    from tools.harness import Harness
+
+    started = []
+
+    def start(*paths, ready: bool = True, timeout: float = 120) -> Harness:
+        harness = Harness(find_configs(list(paths)), port=0)
+        harness.start()
+        started.append(harness)
+        if ready:
+            assert harness.wait_ready(timeout), {n: f.message for n, f in harness.functions.items()}
+        return harness
+
+    yield start
+    for harness in started:
+        harness.stop()
+
+
+def function_url(harness, name: str | None = None) -> str:
+    runtime = harness.functions[name] if name else next(iter(harness.functions.values()))
+    return f"http://127.0.0.1:{runtime.http_port}/"
+
+
+def dashboard_url(harness) -> str:
+    return f"http://127.0.0.1:{harness.port}"

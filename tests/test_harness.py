@@ -1,0 +1,214 @@
+"""Nuclio semantics of the local harness and the dashboard API as CVAT calls it, over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+
+from tests.conftest import FIXTURES, dashboard_url, function_url, http
+
+ECHO = FIXTURES / "functions" / "echo"
+BROKEN = FIXTURES / "functions" / "broken"
+CRASHY = FIXTURES / "functions" / "crashy"
+
+# What CVAT's LambdaGateway sends (cvat-protocol.md 1.2 and 1.4).
+CVAT_HEADERS = {
+    "x-nuclio-project-name": "cvat",
+    "x-nuclio-function-namespace": "nuclio",
+    "x-nuclio-invoke-via": "domain-name",
+    "X-Nuclio-Invoke-Timeout": "120s",
+    "User-Agent": "CVAT/2.40 python-requests/2.32",
+}
+
+
+def test_dashboard_lists_functions_like_nuclio(serve):
+    harness = serve(ECHO, CRASHY)
+    status, _, functions = http("GET", dashboard_url(harness) + "/api/functions", headers=CVAT_HEADERS)
+    assert status == 200
+    assert isinstance(functions, dict) and set(functions) == {"test-echo", "test-crashy"}
+    echo = functions["test-echo"]
+    assert echo["metadata"]["name"] == "test-echo"
+    assert echo["metadata"]["annotations"]["type"] == "detector"
+    assert json.loads(echo["metadata"]["annotations"]["spec"])[0]["name"] == "thing"
+    assert echo["spec"]["description"]
+    assert echo["status"]["state"] == "ready"
+    assert echo["status"]["httpPort"] == harness.functions["test-echo"].http_port
+
+    status, _, one = http("GET", dashboard_url(harness) + "/api/functions/test-echo", headers=CVAT_HEADERS)
+    assert status == 200 and one["metadata"]["name"] == "test-echo"
+    status, _, missing = http("GET", dashboard_url(harness) + "/api/functions/nope", headers=CVAT_HEADERS)
+    assert status == 404 and "error" in missing
+
+
+def test_dashboard_invocation_routes_by_header(serve):
+    harness = serve(ECHO, CRASHY)
+    headers = {**CVAT_HEADERS, "x-nuclio-function-name": "test-echo", "x-nuclio-path": "/"}
+    status, reply_headers, reply = http("POST", dashboard_url(harness) + "/api/function_invocations",
+                                        {"image": "abc", "threshold": 0.3}, headers)
+    assert status == 200
+    assert reply_headers["Content-Type"] == "application/json"
+    assert reply["body"] == {"image": "abc", "threshold": 0.3}
+    assert reply["body_type"] == "dict"  # JSON content type → decoded body, as in Nuclio
+    assert reply["path"] == "/"
+
+    no_name = {k: v for k, v in headers.items() if k != "x-nuclio-function-name"}
+    status, _, reply = http("POST", dashboard_url(harness) + "/api/function_invocations", {}, no_name)
+    assert status == 400 and "x-nuclio-function-name" in reply["error"]
+    unknown = {**headers, "x-nuclio-function-name": "nope"}
+    status, _, reply = http("POST", dashboard_url(harness) + "/api/function_invocations", {}, unknown)
+    assert status == 404
+
+
+def test_direct_invocation_and_body_decoding(serve):
+    harness = serve(ECHO)
+    status, _, reply = http("POST", function_url(harness), {"a": 1}, {"User-Agent": CVAT_HEADERS["User-Agent"]})
+    assert status == 200 and reply["body"] == {"a": 1} and reply["body_type"] == "dict"
+    status, _, reply = http("POST", function_url(harness), b"raw bytes", {"Content-Type": "text/plain"})
+    assert status == 200 and reply["body_type"] == "bytes"
+    assert reply["greeting"] == "hello from spec.env"  # spec.env applied
+    assert reply["cwd_has_main"]  # the worker runs in its function folder, like /opt/nuclio
+
+
+def test_one_process_per_worker_and_init_once_each(serve):
+    harness = serve(ECHO)
+    results = []
+
+    def call():
+        results.append(http("POST", function_url(harness), {"sleep": 0.8})[2])
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pids = {r["pid"] for r in results}
+    assert len(pids) == 2  # numWorkers: 2
+    assert {r["worker_id"] for r in results} == {0, 1}
+    assert all(r["init_calls"] == 1 for r in results)
+
+
+def test_workers_run_concurrently(serve):
+    harness = serve(ECHO)
+    started = time.perf_counter()
+    threads = [threading.Thread(target=http, args=("POST", function_url(harness), {"sleep": 1.0}))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.perf_counter() - started < 1.9  # two workers: the two sleeps overlap
+
+
+def test_event_timeout_gives_408_and_a_fresh_worker(serve):
+    harness = serve(ECHO)
+    status, _, reply = http("POST", function_url(harness), {"sleep": 5})
+    assert status == 408 and "eventTimeout" in reply["error"]
+    pids = set()
+    deadline = time.monotonic() + 30
+    while len(pids) < 2 and time.monotonic() < deadline:  # both workers answer again, one of them new
+        barrier = []
+        threads = [threading.Thread(target=lambda: barrier.append(http("POST", function_url(harness),
+                                                                       {"sleep": 0.3})))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for status, _, reply in barrier:
+            assert status == 200
+            pids.add(reply["pid"])
+    assert len(pids) == 2
+
+
+def test_body_limit_gives_413(serve):
+    harness = serve(ECHO)
+    big = {"image": "A" * (1024 * 1024 + 10)}
+    status, _, reply = http("POST", function_url(harness), big)
+    assert status == 413 and "maxRequestBodySize" in reply["error"]
+    headers = {**CVAT_HEADERS, "x-nuclio-function-name": "test-echo"}
+    status, _, _ = http("POST", dashboard_url(harness) + "/api/function_invocations", big, headers)
+    assert status == 413
+    status, _, _ = http("POST", function_url(harness), {"image": "A" * 1000})
+    assert status == 200
+
+
+def test_chunked_body_is_read_and_limited(serve):
+    harness = serve(ECHO)
+    port = harness.functions["test-echo"].http_port
+
+    def chunked(payload: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            head = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(payload[i:i + 65536]), payload[i:i + 65536])
+                              for i in range(0, len(payload), 65536))
+            s.sendall(head + chunks + b"0\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return data
+
+    assert chunked(b'{"x": 1}').split(b"\r\n")[0].endswith(b"200 OK")
+    assert b" 413 " in chunked(json.dumps({"image": "A" * (1024 * 1024 + 10)}).encode()).split(b"\r\n")[0]
+
+
+def test_not_ready_until_every_worker_finished_init(serve):
+    harness = serve(ECHO, ready=False)  # init_context sleeps 1 s in each worker
+    status, _, reply = http("POST", function_url(harness), {})
+    assert status == 503 and "not ready" in reply["error"]
+    _, _, functions = http("GET", dashboard_url(harness) + "/api/functions")
+    assert functions["test-echo"]["status"]["state"] != "ready"
+    assert harness.wait_ready(60)
+    status, _, _ = http("POST", function_url(harness), {})
+    assert status == 200
+    _, _, functions = http("GET", dashboard_url(harness) + "/api/functions")
+    assert functions["test-echo"]["status"]["state"] == "ready"
+
+
+def test_failed_init_is_reported_not_served(serve):
+    harness = serve(BROKEN, ready=False)
+    assert not harness.wait_ready(60)
+    _, _, described = http("GET", dashboard_url(harness) + "/api/functions/test-broken")
+    assert described["status"]["state"] == "error"
+    assert "weights missing on purpose" in described["status"]["message"]
+    status, _, reply = http("POST", function_url(harness), {})
+    assert status == 503 and "weights missing on purpose" in reply["error"]
+
+
+def test_unexpected_errors_are_json_500_without_traceback(serve):
+    harness = serve(CRASHY)
+    image = base64.b64encode(_tiny_png()).decode()
+    status, headers, reply = http("POST", function_url(harness), {"image": image, "threshold": 0.5})
+    assert status == 500
+    assert headers["Content-Type"] == "application/json"
+    assert "KeyError" in reply["error"]
+    assert "Traceback" not in json.dumps(reply) and "hunter2" not in json.dumps(reply)
+    status, _, reply = http("POST", function_url(harness), {"image": image, "threshold": 0.95})
+    assert status == 503 and reply == {"error": "store is down"}
+
+
+def test_worker_crash_gives_500_then_recovers(serve):
+    harness = serve(CRASHY)
+    image = base64.b64encode(_tiny_png()).decode()
+    status, _, reply = http("POST", function_url(harness), {"image": image, "threshold": 0.85})
+    assert status == 500 and "crashed" in reply["error"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, _, reply = http("POST", function_url(harness), {"image": image, "threshold": 0.95})
+        if status == 503 and reply == {"error": "store is down"}:
+            break
+        time.sleep(0.2)
+    assert reply == {"error": "store is down"}  # a fresh worker answers through the handler again
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
+    return buf.getvalue()
