@@ -164,7 +164,7 @@ def cmd_lint(args) -> int:
 
 
 def cmd_test(args) -> int:
-    command = [sys.executable, "-m", "pytest", str(ROOT / "tests"), *args.pytest_args]
+    command = [sys.executable, "-m", "pytest", *args.pytest_args]  # pytest.ini: testpaths = tests
     return subprocess.call(command, cwd=ROOT)
 
 

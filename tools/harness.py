@@ -33,6 +33,7 @@ from .worker import worker_main
 
 _MP = multiprocessing.get_context("spawn")
 _EVENT_IDS = itertools.count(1)
+DRAIN_LIMIT = 512 * 1024 * 1024  # an oversized body up to this size is read and dropped before the 413
 
 
 def log(message: str) -> None:
@@ -218,6 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
         if limit is not None and length > limit:
+            if length <= DRAIN_LIMIT:  # read it away so that the client sees the 413, not a broken pipe
+                for _ in range(0, length, 1 << 20):
+                    self.rfile.read(min(1 << 20, length))
+                    length -= 1 << 20
             self._too_large(limit)
             return None
         return self.rfile.read(length) if length else b""
