@@ -1,0 +1,173 @@
+"""common.image: base64 leniency, every image mode, EXIF orientation, bad data, the pixel limit."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from common.errors import RequestError
+from common.image import RequestImage, decode_base64
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def gradient(w: int = 32, h: int = 24) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // (w - 1), y * 255 // (h - 1), np.full_like(x, 77)], axis=-1).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- base64
+
+@given(st.binary(min_size=1, max_size=300), st.sampled_from(["plain", "nopad", "wrapped", "datauri", "urlsafe"]))
+@settings(max_examples=200, deadline=None)
+def test_base64_variants_round_trip(data, variant):
+    text = base64.b64encode(data).decode()
+    if variant == "nopad":
+        text = text.rstrip("=")
+    elif variant == "wrapped":
+        text = "\n".join(text[i:i + 76] for i in range(0, len(text), 76)) + "\n"
+    elif variant == "datauri":
+        text = "data:image/png;base64," + text
+    elif variant == "urlsafe":
+        text = base64.urlsafe_b64encode(data).decode()
+    assert decode_base64(text) == data
+
+
+@pytest.mark.parametrize("value, fragment", [
+    (None, "must be a base64 string"),
+    (123, "must be a base64 string"),
+    (["abc"], "must be a base64 string"),
+    ("", "is empty"),
+    ("   ", "is empty"),
+    ("abc$def", "not valid base64"),
+    ("A", "bad length"),
+])
+def test_bad_base64(value, fragment):
+    with pytest.raises(RequestError, match=fragment):
+        decode_base64(value)
+
+
+# ---------------------------------------------------------------- formats and modes
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM"])
+def test_formats_decode_to_rgb(fmt):
+    source = gradient()
+    image = RequestImage(encode(Image.fromarray(source), fmt))
+    rgb = image.rgb
+    assert rgb.dtype == np.uint8 and rgb.shape == (24, 32, 3)
+    assert image.size == (32, 24)
+    tolerance = 0 if fmt in ("PNG", "BMP", "TIFF", "PPM") else 40
+    assert np.abs(rgb.astype(int) - source.astype(int)).mean() <= tolerance
+
+
+def test_grayscale_palette_and_bilevel():
+    gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    rgb = RequestImage(encode(Image.fromarray(gray, "L"))).rgb
+    assert (rgb == gray[:, :, None]).all()
+
+    palette = Image.fromarray(gradient()).quantize(16)
+    rgb = RequestImage(encode(palette)).rgb
+    assert rgb.shape == (24, 32, 3)
+    assert np.abs(rgb.astype(int) - np.asarray(palette.convert("RGB")).astype(int)).max() == 0
+
+    bilevel = Image.fromarray((gray > 127).astype(np.uint8) * 255, "L").convert("1")
+    rgb = RequestImage(encode(bilevel)).rgb
+    assert set(np.unique(rgb)) == {0, 255}
+
+
+def test_alpha_is_dropped_keeping_colour():
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 0  # fully transparent red
+    rgb = RequestImage(encode(Image.fromarray(rgba, "RGBA"))).rgb
+    assert (rgb[..., 0] == 200).all() and (rgb[..., 1:] == 0).all()
+
+    la = Image.fromarray(np.stack([np.full((5, 5), 90, np.uint8), np.full((5, 5), 10, np.uint8)], -1), "LA")
+    assert (RequestImage(encode(la)).rgb == 90).all()
+
+    transparent_palette = Image.fromarray(gradient()).quantize(8)
+    transparent_palette.info["transparency"] = 0
+    assert RequestImage(encode(transparent_palette)).rgb.shape == (24, 32, 3)
+
+
+def test_sixteen_bit_is_scaled():
+    values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode.startswith("I")
+    rgb = RequestImage(encode(image)).rgb
+    assert rgb[0, :, 0].tolist() == [0, 1, 255, 128]
+
+
+def test_float_image_is_clipped():
+    values = np.array([[-5.0, 10.4, 300.0]], dtype=np.float32)
+    rgb = RequestImage(encode(Image.fromarray(values, "F"), "TIFF")).rgb
+    assert rgb[0, :, 0].tolist() == [0, 10, 255]
+
+
+def test_cmyk_jpeg():
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
+    rgb = RequestImage(encode(cmyk, "JPEG", quality=95)).rgb
+    assert rgb[..., 0].mean() > 200 and rgb[..., 1].mean() < 60
+
+
+@pytest.mark.parametrize("orientation, expected_size", [(1, (32, 24)), (3, (32, 24)), (6, (24, 32)), (8, (24, 32))])
+def test_exif_orientation_is_applied(orientation, expected_size):
+    source = Image.fromarray(gradient())
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image = RequestImage(encode(source, "JPEG", exif=exif.tobytes(), quality=95))
+    assert image.size == expected_size  # known from the header, before decoding
+    rgb = image.rgb
+    assert (rgb.shape[1], rgb.shape[0]) == expected_size
+    upright = {1: source, 3: source.transpose(Image.Transpose.ROTATE_180),
+               6: source.transpose(Image.Transpose.ROTATE_270), 8: source.transpose(Image.Transpose.ROTATE_90)}
+    assert np.abs(rgb.astype(int) - np.asarray(upright[orientation]).astype(int)).mean() < 8
+
+
+# ---------------------------------------------------------------- bad data and limits
+
+def test_not_an_image():
+    with pytest.raises(RequestError, match="not an image"):
+        RequestImage(b"GIF89a? no, just text")
+    with pytest.raises(RequestError, match="not an image"):
+        RequestImage(b"")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_image(fmt):
+    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)), fmt)
+    image = RequestImage(data[: len(data) // 2])  # the header is intact
+    with pytest.raises(RequestError, match="truncated or corrupt"):
+        image.rgb
+
+
+def test_pixel_limit_refuses_before_decoding(monkeypatch):
+    monkeypatch.setenv("IMAGE_MAX_PIXELS", "1000")
+    data = encode(Image.new("L", (100, 100)))
+    with pytest.raises(RequestError, match="over the limit of 1000"):
+        RequestImage(data)
+    monkeypatch.setenv("IMAGE_MAX_PIXELS", "10000")
+    assert RequestImage(data).rgb.shape == (100, 100, 3)
+
+
+def test_decompression_bomb_default_limit():
+    # A PNG header claiming 20000×20000 pixels: refused from the header alone.
+    bomb = encode(Image.new("1", (20000, 20000)))
+    assert len(bomb) < 200_000
+    with pytest.raises(RequestError, match="IMAGE_MAX_PIXELS"):
+        RequestImage(bomb)
+
+
+def test_digest_is_of_the_bytes_as_sent():
+    data = encode(Image.fromarray(gradient()))
+    assert RequestImage(data).digest == RequestImage.from_base64(base64.b64encode(data).decode()).digest
+    assert len(RequestImage(data).digest) == 64
