@@ -6,6 +6,7 @@ Environment:
 - ``ORT_PROVIDERS``: comma-separated ONNX Runtime providers; default: CUDA (when installed) then CPU.
 - ``NUM_THREADS``: intra-op threads for the backend (default: the library's own choice).
 - ``OPENVINO_DEVICE``: OpenVINO device name (default ``CPU``).
+- ``OPENVINO_PRECISION``: OpenVINO inference precision (default ``f32``; ``bf16``/``f16`` trade accuracy).
 - ``TORCH_DEVICE``: ``cpu``, ``cuda`` or ``cuda:N`` (default: CUDA when available).
 """
 
@@ -73,7 +74,9 @@ class OpenVinoModel:
         import openvino as ov
 
         core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        # f32 by default: on CPUs with bf16 support OpenVINO would otherwise run in bf16 and move boxes.
+        config = {"PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": os.environ.get("OPENVINO_PRECISION", "f32")}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.device = device or os.environ.get("OPENVINO_DEVICE", "CPU")

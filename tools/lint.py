@@ -231,7 +231,8 @@ def lint_paths(paths: list[str | Path] | None = None) -> list[str]:
             return [f"{raw}: no such file or folder"]
     problems: list[str] = []
     loaded: dict[Path, dict] = {}
-    for path in sorted(set(files)):
+    files = sorted({p.resolve() for p in files})
+    for path in files:
         try:
             config = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -240,12 +241,16 @@ def lint_paths(paths: list[str | Path] | None = None) -> list[str]:
         problems.extend(f"{path}: {p}" for p in lint_config(path, config))
         if isinstance(config, dict):
             loaded[path] = config
-    for path, config in loaded.items():
+    for path, config in list(loaded.items()):
         if path.name == "function-gpu.yaml":
             cpu = path.with_name("function.yaml")
-            if cpu.is_file():
-                cpu_config = loaded.get(cpu)
-                if cpu_config is None:
-                    cpu_config = yaml.safe_load(cpu.read_text(encoding="utf-8"))
-                problems.extend(f"{path}: {p}" for p in lint_pair(cpu_config, config))
+            if cpu not in loaded and cpu.is_file() and cpu not in files:
+                try:
+                    loaded_cpu = yaml.safe_load(cpu.read_text(encoding="utf-8"))
+                except yaml.YAMLError:
+                    loaded_cpu = None  # reported when function.yaml itself is linted
+            else:
+                loaded_cpu = loaded.get(cpu)
+            if isinstance(loaded_cpu, dict):
+                problems.extend(f"{path}: {p}" for p in lint_pair(loaded_cpu, config))
     return problems

@@ -1,0 +1,160 @@
+"""common.weights (real HTTP downloads with checksums), common.labels, common.backends, common.entry."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import socket
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from common import weights
+from common.backends import load_onnx
+from common.entry import decode_body, handle_event, ModelHandler
+from common.errors import RequestError
+from common.labels import Labels, read_spec
+from tests.conftest import ROOT
+
+YOLOX_YAML = ROOT / "functions" / "onnx" / "megvii" / "yolox" / "nuclio" / "function.yaml"
+PAYLOAD = b"pretend these are weights" * 100
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A real HTTP server on a free local port serving tmp_path/www."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "model.onnx").write_bytes(PAYLOAD)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(www), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+    monkeypatch.delenv("MODELS_DIR", raising=False)
+    monkeypatch.setenv("CVAT_FUNCTIONS_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_model_path_wins(clean_env, monkeypatch):
+    target = clean_env / "explicit.onnx"
+    target.write_bytes(b"x")
+    monkeypatch.setenv("MODEL_PATH", str(target))
+    monkeypatch.setenv("MODELS_DIR", str(clean_env))
+    assert weights.resolve(weights.Weights("model.onnx")) == target
+    monkeypatch.setenv("MODEL_PATH", str(clean_env / "missing.onnx"))
+    with pytest.raises(weights.WeightsError, match="MODEL_PATH=.*does not exist"):
+        weights.resolve(weights.Weights("model.onnx"))
+
+
+def test_models_dir(clean_env, monkeypatch):
+    (clean_env / "model.onnx").write_bytes(b"x")
+    monkeypatch.setenv("MODELS_DIR", str(clean_env))
+    assert weights.resolve(weights.Weights("model.onnx")) == clean_env / "model.onnx"
+
+
+def test_download_into_cache_with_checksum(clean_env, file_server):
+    spec = weights.Weights("model.onnx", f"{file_server}/model.onnx", hashlib.sha256(PAYLOAD).hexdigest())
+    path = weights.resolve(spec)
+    assert path == clean_env / "cache" / "model.onnx" and path.read_bytes() == PAYLOAD
+    assert weights.resolve(spec) == path  # second time from the cache
+
+
+def test_bad_checksum_leaves_nothing(clean_env, file_server):
+    spec = weights.Weights("model.onnx", f"{file_server}/model.onnx", "0" * 64)
+    with pytest.raises(weights.WeightsError, match="checksum mismatch"):
+        weights.resolve(spec)
+    assert list((clean_env / "cache").iterdir()) == []
+
+
+def test_offline_error_names_the_variables(clean_env):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    spec = weights.Weights("model.onnx", f"http://127.0.0.1:{port}/model.onnx", "0" * 64)
+    with pytest.raises(weights.WeightsError) as info:
+        weights.resolve(spec, timeout=5)
+    assert "MODEL_PATH" in info.value.message and "MODELS_DIR" in info.value.message
+    assert info.value.status == 503
+
+
+def test_labels_from_function_yaml():
+    labels = Labels.from_function_yaml(YOLOX_YAML)
+    assert len(labels) == 80 and labels.name_of(0) == "person" and labels.name_of(79) == "toothbrush"
+    assert all(label.type == "rectangle" for label in labels)
+    assert [label.id for label in labels] == list(range(80))
+    assert len(read_spec(YOLOX_YAML)) == 80
+
+
+def test_labels_by_id_and_position():
+    labels = Labels.from_spec([{"id": 7, "name": "car"}, {"name": "person", "attributes": [
+        {"name": "age", "input_type": "number", "values": ["0", "150", "1"]}]}])
+    assert labels.name_of(7) == "car" and labels.name_of(1) == "person"
+    assert labels.by_name["person"].attributes[0].values == ("0", "150", "1")
+
+
+def test_backends_agree_on_yolox(models_dir):
+    path = models_dir / "yolox_nano.onnx"
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 416, 416)).astype(np.float32)
+    ort_model, ov_model = load_onnx(path, "onnxruntime", threads=1), load_onnx(path, "openvino", threads=1)
+    assert ort_model.input_names == ov_model.input_names == ["images"]
+    assert ort_model.input_shapes[0] == ov_model.input_shapes[0] == [1, 3, 416, 416]
+    a, b = ort_model({"images": x})[0], ov_model({"images": x})[0]
+    assert a.shape == b.shape == (1, 3549, 85)
+    assert np.abs(a - b).max() < 1e-2
+    with pytest.raises(ValueError, match="INFERENCE_BACKEND"):
+        load_onnx(path, "tensorflow")
+
+
+def test_decode_body():
+    assert decode_body(b'{"a": 1}') == {"a": 1}
+    assert decode_body('{"a": 1}') == {"a": 1}
+    assert decode_body({"a": 1}) == {"a": 1}
+    for bad, fragment in [(b"", "empty"), (b"\xff\xfe", "not UTF-8"), (b"{", "not valid JSON")]:
+        with pytest.raises(RequestError, match=fragment):
+            decode_body(bad)
+
+
+def test_handle_event_maps_outcomes():
+    class Logger:
+        def __init__(self):
+            self.records = []
+
+        def error_with(self, message, **kw):
+            self.records.append((message, kw))
+
+    class Echo(ModelHandler):
+        kind = "detector"
+
+        def parse(self, body):
+            if body.get("boom"):
+                raise ZeroDivisionError("secret detail")
+            return body
+
+        def __call__(self, request):
+            return [request["x"]]
+
+    context = SimpleNamespace(logger=Logger())
+    ok = handle_event(context, Echo(), SimpleNamespace(body={"x": 3}))
+    assert (ok.status_code, json.loads(ok.body), ok.content_type) == (200, [3], "application/json")
+    bad = handle_event(context, Echo(), SimpleNamespace(body=b"[1"))
+    assert bad.status_code == 400 and "not valid JSON" in json.loads(bad.body)["error"]
+    boom = handle_event(context, Echo(), SimpleNamespace(body={"boom": True}))
+    assert boom.status_code == 500 and "secret detail" not in boom.body
+    assert "ZeroDivisionError" in json.loads(boom.body)["error"]
+    assert "secret detail" in context.logger.records[0][1]["traceback"]  # the log has the traceback
