@@ -198,6 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     lint.add_argument("paths", nargs="*")
     lint.set_defaults(func=cmd_lint)
 
+    bench = sub.add_parser("bench", help="latency of one function: over HTTP, in-process, bare backend")
+    bench.add_argument("path", help="a function folder")
+    bench.add_argument("--image", required=True)
+    bench.add_argument("--body", help="JSON object merged into the request")
+    bench.add_argument("-n", type=int, default=50, help="requests per measurement")
+    bench.add_argument("--backends", default="openvino,onnxruntime", help="INFERENCE_BACKEND values to compare")
+    bench.set_defaults(func=lambda a: __import__("tools.bench", fromlist=["cmd_bench"]).cmd_bench(a))
+
     test = sub.add_parser("test", help="run the whole test suite (pytest arguments pass through)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)

@@ -52,7 +52,7 @@ class ModelHandler(BaseHandler):
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (xtl, ytl, xbr, ybr in image pixels), scores and class ids above ``threshold``."""
         boxed = letterbox(np.ascontiguousarray(rgb[:, :, ::-1]), self.input_size)  # the model expects BGR
-        blob = boxed.image.transpose(2, 0, 1)[None].astype(np.float32)
+        blob = np.ascontiguousarray(boxed.image.transpose(2, 0, 1)[None], dtype=np.float32)
         raw = self.model({self.model.input_names[0]: blob})[0][0]
         pred = grid_decode(raw, self.input_size)
         class_scores = pred[:, 5:] * pred[:, 4:5]

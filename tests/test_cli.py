@@ -1,0 +1,79 @@
+"""tools/fn as a user runs it: serve in a subprocess, invoke by name and by folder, --draw."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import ROOT, http
+
+FN = [sys.executable, "-m", "tools.cli"]
+YOLOX = ROOT / "functions" / "onnx" / "megvii" / "yolox" / "nuclio"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_prints_functions_and_curl_then_invoke_by_name(models_dir, data_dir, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    server = subprocess.Popen(FN + ["serve", str(YOLOX), "--port", str(port)], cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        text = ""
+        while "Try it" not in text and time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.3)
+            text = (tmp_path / "serve.log").read_text()
+        assert re.search(r"onnx-megvii-yolox\s+detector\s+ready\s+2\s+http://localhost:\d+/", text), text
+        assert f"CVAT_NUCLIO_PORT={port}" in text and "curl -s" in text
+        status, _, functions = http("GET", f"http://127.0.0.1:{port}/api/functions")
+        assert status == 200 and functions["onnx-megvii-yolox"]["status"]["state"] == "ready"
+
+        out = tmp_path / "drawn.png"
+        result = subprocess.run(FN + ["invoke", "onnx-megvii-yolox", "--dashboard", f"http://127.0.0.1:{port}",
+                                      "--image", str(data_dir / "images" / "dog.jpg"), "--threshold", "0.6",
+                                      "--draw", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        reply = json.loads(result.stdout)
+        assert {s["label"] for s in reply} >= {"dog", "bicycle", "car"}
+        drawn = np.asarray(Image.open(out).convert("RGB")).astype(int)
+        original = np.asarray(Image.open(data_dir / "images" / "dog.jpg").convert("RGB")).astype(int)
+        assert drawn.shape == original.shape
+        changed = np.abs(drawn - original).sum(axis=2) > 60
+        xtl, ytl, xbr, ybr = (int(v) for v in next(s for s in reply if s["label"] == "dog")["points"])
+        assert changed[ytl + 20:ybr - 20, xtl].mean() > 0.8  # the dog's box edge is drawn
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+        log.close()
+    assert server.returncode == 0
+
+
+def test_invoke_a_folder_without_a_server(models_dir, data_dir):
+    result = subprocess.run(FN + ["invoke", str(YOLOX), "--image", str(data_dir / "images" / "chelsea.png")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert [s["label"] for s in json.loads(result.stdout)] == ["cat"]
+
+
+def test_invoke_reports_http_errors(models_dir, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image at all")
+    result = subprocess.run(FN + ["invoke", str(YOLOX), "--image", str(bad)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 1
+    assert "not an image" in json.loads(result.stdout)["error"] and "HTTP 400" in result.stderr

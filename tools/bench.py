@@ -1,0 +1,100 @@
+"""``tools/fn bench``: where the time of one request goes, per backend.
+
+For one function folder and one image it measures, with N sequential requests each:
+
+- ``http``: the whole request through the harness over HTTP (what CVAT sees, minus CVAT itself);
+- ``handler``: the handler in-process (parse + decode + pre-processing + inference + post-processing);
+- ``backend``: the bare backend call on an input of the model's shape (ONNX functions with a ``model``).
+
+Run it on an idle machine; figures go in issue notes, not in tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import find_configs
+
+
+def summarise(samples: list[float]) -> str:
+    ms = sorted(s * 1000 for s in samples)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    return f"median {statistics.median(ms):7.2f} ms  p90 {p90:7.2f} ms  mean {statistics.mean(ms):7.2f} ms"
+
+
+def timed(call, n: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def bench_http(folder: Path, body: bytes, n: int) -> list[float]:
+    import urllib.request
+
+    from .harness import Harness
+
+    harness = Harness(find_configs([folder]), port=0)
+    harness.start()
+    try:
+        runtime = next(iter(harness.functions.values()))
+        if not runtime.wait_ready(300):
+            raise RuntimeError(f"{runtime.name} did not start: {runtime.message}")
+        url = f"http://127.0.0.1:{runtime.http_port}/"
+
+        def call():
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as response:
+                response.read()
+
+        return timed(call, n)
+    finally:
+        harness.stop()
+
+
+def load_handler(folder: Path):
+    """Import the folder's model_handler the way a worker does and build its handler."""
+    for name in ("model_handler", "main"):
+        sys.modules.pop(name, None)
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module("model_handler")
+        return module.ModelHandler()
+    finally:
+        sys.path.remove(str(folder))
+
+
+def cmd_bench(args) -> int:
+    folder = Path(args.path).resolve()
+    image = Path(args.image).read_bytes()
+    body_dict = {"image": base64.b64encode(image).decode(), **(json.loads(args.body) if args.body else {})}
+    body = json.dumps(body_dict).encode()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
+          f"image {args.image} ({len(image)} bytes); {args.n} requests each")
+    for backend in args.backends.split(","):
+        os.environ["INFERENCE_BACKEND"] = backend
+        handler = load_handler(folder)
+        results = {"http": bench_http(folder, body, args.n)}
+        results["handler"] = timed(lambda: handler(handler.parse(json.loads(body))), args.n)
+        model = getattr(handler, "model", None)
+        if model is not None and hasattr(model, "input_shapes"):
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in model.input_shapes[0]]
+            x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+            results["backend"] = timed(lambda: model({model.input_names[0]: x}), args.n)
+        for stage, samples in results.items():
+            print(f"{backend:12} {stage:8} {summarise(samples)}")
+    return 0
