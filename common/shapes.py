@@ -100,19 +100,30 @@ def to_cvat_mask(mask: np.ndarray) -> list[int] | None:
     return region.ravel().tolist() + [xtl, ytl, xbr, ybr]
 
 
-def from_cvat_mask(values: Sequence[float], width: int, height: int) -> np.ndarray:
-    """Inverse of :func:`to_cvat_mask`: a full-size boolean mask. Validates the layout."""
+def _trailing_bbox(values: Sequence[float], width: int, height: int, what: str) -> tuple[int, int, int, int]:
+    """The inclusive [xtl, ytl, xbr, ybr] that ends a CVAT mask, checked against the image."""
     if len(values) < 5:
-        raise RequestError("a mask needs its pixels followed by [xtl, ytl, xbr, ybr]")
+        raise RequestError(f"a mask needs its {what} followed by [xtl, ytl, xbr, ybr]")
     xtl, ytl, xbr, ybr = (int(v) for v in values[-4:])
     if not (0 <= xtl <= xbr < width and 0 <= ytl <= ybr < height):
         raise RequestError(f"mask bbox {[xtl, ytl, xbr, ybr]} is not inside the {width}x{height} image")
-    w, h = xbr - xtl + 1, ybr - ytl + 1
-    if len(values) - 4 != w * h:
-        raise RequestError(f"mask has {len(values) - 4} pixels, its bbox needs {w * h}")
+    return xtl, ytl, xbr, ybr
+
+
+def _paste(region: np.ndarray, bbox: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+    xtl, ytl, xbr, ybr = bbox
     full = np.zeros((height, width), dtype=bool)
-    full[ytl:ybr + 1, xtl:xbr + 1] = np.asarray(values[:-4]).reshape(h, w) != 0
+    full[ytl:ybr + 1, xtl:xbr + 1] = region.reshape(ybr - ytl + 1, xbr - xtl + 1) != 0
     return full
+
+
+def from_cvat_mask(values: Sequence[float], width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`to_cvat_mask`: a full-size boolean mask. Validates the layout."""
+    xtl, ytl, xbr, ybr = bbox = _trailing_bbox(values, width, height, "pixels")
+    needed = (xbr - xtl + 1) * (ybr - ytl + 1)
+    if len(values) - 4 != needed:
+        raise RequestError(f"mask has {len(values) - 4} pixels, its bbox needs {needed}")
+    return _paste(np.asarray(values[:-4]), bbox, width, height)
 
 
 def rle_encode(flat: np.ndarray) -> list[int]:
@@ -147,15 +158,9 @@ def to_cvat_rle(mask: np.ndarray) -> list[int] | None:
 
 def from_cvat_rle(values: Sequence[float], width: int, height: int) -> np.ndarray:
     """Inverse of :func:`to_cvat_rle`: a full-size boolean mask."""
-    if len(values) < 5:
-        raise RequestError("mask points need RLE counts followed by [xtl, ytl, xbr, ybr]")
-    xtl, ytl, xbr, ybr = (int(v) for v in values[-4:])
-    if not (0 <= xtl <= xbr < width and 0 <= ytl <= ybr < height):
-        raise RequestError(f"mask bbox {[xtl, ytl, xbr, ybr]} is not inside the {width}x{height} image")
-    w, h = xbr - xtl + 1, ybr - ytl + 1
-    full = np.zeros((height, width), dtype=bool)
-    full[ytl:ybr + 1, xtl:xbr + 1] = rle_decode([int(v) for v in values[:-4]], w * h).reshape(h, w)
-    return full
+    xtl, ytl, xbr, ybr = bbox = _trailing_bbox(values, width, height, "RLE counts")
+    region = rle_decode([int(v) for v in values[:-4]], (xbr - xtl + 1) * (ybr - ytl + 1))
+    return _paste(region, bbox, width, height)
 
 
 def polygon_epsilon() -> float:

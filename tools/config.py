@@ -109,19 +109,21 @@ class FunctionConfig:
         return out
 
 
-def find_configs(paths: list[str | Path] | None = None, gpu: bool = False) -> list[FunctionConfig]:
-    """Every function.yaml (or function-gpu.yaml with ``gpu``) under ``paths`` (default: functions/).
-
-    A path may also name a yaml file directly.
-    """
-    wanted = "function-gpu.yaml" if gpu else "function.yaml"
+def find_yaml_files(paths: list[str | Path] | None, names: tuple[str, ...]) -> list[Path]:
+    """Files called one of ``names`` under ``paths`` (default: functions/); a path may name a file itself."""
     found: list[Path] = []
     for raw in paths or [ROOT / "functions"]:
         path = Path(raw)
         if path.is_file():
-            found.append(path)
+            found.append(path.resolve())
         elif path.is_dir():
-            found.extend(sorted(p for p in path.rglob(wanted) if ".venv" not in p.parts))
+            found.extend(p.resolve() for name in names for p in path.rglob(name) if ".venv" not in p.parts)
         else:
             raise FileNotFoundError(f"{raw}: no such file or folder")
-    return [FunctionConfig(p.resolve(), read_config(p)) for p in found]
+    return sorted(set(found))
+
+
+def find_configs(paths: list[str | Path] | None = None, gpu: bool = False) -> list[FunctionConfig]:
+    """Every function.yaml (or function-gpu.yaml with ``gpu``) under ``paths`` (default: functions/)."""
+    wanted = ("function-gpu.yaml",) if gpu else ("function.yaml",)
+    return [FunctionConfig(p, read_config(p)) for p in find_yaml_files(paths, wanted)]

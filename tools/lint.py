@@ -13,7 +13,7 @@ import yaml
 
 from common.request import SHAPE_TYPES
 
-from .config import CONFIG_NAMES, ROOT, parse_duration
+from .config import CONFIG_NAMES, find_yaml_files, parse_duration
 
 KINDS = ("detector", "interactor", "tracker", "reid")
 LABEL_TYPES = SHAPE_TYPES + ("tag", "any")
@@ -220,18 +220,12 @@ def lint_pair(cpu: dict, gpu: dict) -> list[str]:
 
 
 def lint_paths(paths: list[str | Path] | None = None) -> list[str]:
-    files: list[Path] = []
-    for raw in paths or [ROOT / "functions"]:
-        path = Path(raw)
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            files.extend(sorted(p for name in CONFIG_NAMES for p in path.rglob(name) if ".venv" not in p.parts))
-        else:
-            return [f"{raw}: no such file or folder"]
+    try:
+        files = find_yaml_files(paths, CONFIG_NAMES)
+    except FileNotFoundError as exc:
+        return [str(exc)]
     problems: list[str] = []
     loaded: dict[Path, dict] = {}
-    files = sorted({p.resolve() for p in files})
     for path in files:
         try:
             config = yaml.safe_load(path.read_text(encoding="utf-8"))
