@@ -21,15 +21,19 @@ WEIGHTS = weights.Weights(
 STRIDES = (8, 16, 32)
 
 
-def grid_decode(raw: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """YOLOX raw predictions (N, 5 + C) → centre boxes in input pixels: (p + grid) * stride, exp(p) * stride."""
+def make_grid(input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell offsets (N, 2) and strides (N, 1) of YOLOX's three output grids, in output order."""
     grids, strides = [], []
     height, width = input_size
     for stride in STRIDES:
         ys, xs = np.meshgrid(np.arange(height // stride), np.arange(width // stride), indexing="ij")
         grids.append(np.stack((xs, ys), axis=-1).reshape(-1, 2))
         strides.append(np.full((grids[-1].shape[0], 1), stride))
-    grid, stride = np.concatenate(grids), np.concatenate(strides)
+    return np.concatenate(grids).astype(np.float32), np.concatenate(strides).astype(np.float32)
+
+
+def grid_decode(raw: np.ndarray, grid: np.ndarray, stride: np.ndarray) -> np.ndarray:
+    """YOLOX raw predictions (N, 5 + C) → centre boxes in input pixels: (p + grid) * stride, exp(p) * stride."""
     out = raw.astype(np.float32, copy=True)
     out[:, :2] = (out[:, :2] + grid) * stride
     out[:, 2:4] = np.exp(out[:, 2:4]) * stride
@@ -45,6 +49,7 @@ class ModelHandler(BaseHandler):
         self.model = load_onnx(weights.resolve(WEIGHTS))
         _, _, height, width = self.model.input_shapes[0]
         self.input_size = (int(height or 640), int(width or 640))
+        self.grid, self.stride = make_grid(self.input_size)
         self.nms_threshold = float(os.environ.get("NMS_THRESHOLD", "0.45"))
         if len(self.labels) == 0:
             raise RuntimeError("function.yaml declares no labels")
@@ -54,7 +59,7 @@ class ModelHandler(BaseHandler):
         boxed = letterbox(np.ascontiguousarray(rgb[:, :, ::-1]), self.input_size)  # the model expects BGR
         blob = np.ascontiguousarray(boxed.image.transpose(2, 0, 1)[None], dtype=np.float32)
         raw = self.model({self.model.input_names[0]: blob})[0][0]
-        pred = grid_decode(raw, self.input_size)
+        pred = grid_decode(raw, self.grid, self.stride)
         class_scores = pred[:, 5:] * pred[:, 4:5]
         classes = class_scores.argmax(axis=1)
         scores = class_scores[np.arange(len(classes)), classes]
