@@ -1,0 +1,76 @@
+"""GrabCut (OpenCV): a classical interactor that needs no weights.
+
+A rectangle (``obj_bbox``, else the bounding box of the positive points with a margin) initialises the
+segmentation; positive and negative points are painted as sure foreground and background; the largest
+connected component of the result is returned.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common.entry import ModelHandler as BaseHandler
+from common.errors import RequestError
+from common.interactor import interactor_reply
+from common.request import InteractorRequest
+
+ITERATIONS = int(os.environ.get("GRABCUT_ITERATIONS", "5"))
+
+
+def initial_rect(request: InteractorRequest, width: int, height: int) -> tuple[int, int, int, int]:
+    """(xtl, ytl, xbr, ybr) in whole pixels: the box, or the positive points' box grown by a margin."""
+    if request.obj_bbox is not None:
+        xtl, ytl, xbr, ybr = request.obj_bbox
+    else:
+        xs, ys = request.pos_points[:, 0], request.pos_points[:, 1]
+        margin = max(0.15 * max(xs.max() - xs.min(), ys.max() - ys.min()), 0.1 * min(width, height))
+        xtl, ytl, xbr, ybr = xs.min() - margin, ys.min() - margin, xs.max() + margin, ys.max() + margin
+    return (int(max(0, np.floor(xtl))), int(max(0, np.floor(ytl))),
+            int(min(width, np.ceil(xbr))), int(min(height, np.ceil(ybr))))
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros(mask.shape, dtype=bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+class ModelHandler(BaseHandler):
+    kind = "interactor"
+    function_dir = Path(__file__).resolve().parent
+
+    def segment(self, request: InteractorRequest) -> np.ndarray:
+        """The object mask (H×W bool) for the request's box and clicks."""
+        rgb = request.image.rgb
+        height, width = rgb.shape[:2]
+        if request.obj_bbox is None and len(request.pos_points) == 0:
+            raise RequestError("GrabCut needs obj_bbox or at least one positive point")
+        xtl, ytl, xbr, ybr = initial_rect(request, width, height)
+        # Work on the box plus a band of surrounding background: GrabCut learns both colour models there.
+        pad = max(8, (xbr - xtl + ybr - ytl) // 10)
+        x0, y0, x1, y1 = max(0, xtl - pad), max(0, ytl - pad), min(width, xbr + pad), min(height, ybr + pad)
+        roi = np.ascontiguousarray(rgb[y0:y1, x0:x1, ::-1])
+        mask = np.full(roi.shape[:2], cv2.GC_BGD, np.uint8)
+        mask[ytl - y0:ybr - y0, xtl - x0:xbr - x0] = cv2.GC_PR_FGD
+        radius = max(2, min(width, height) // 150)
+        for points, value in ((request.neg_points, cv2.GC_BGD), (request.pos_points, cv2.GC_FGD)):
+            for x, y in points:
+                cv2.circle(mask, (int(x) - x0, int(y) - y0), radius, int(value), -1)
+        if (mask == cv2.GC_BGD).all():
+            return np.zeros((height, width), dtype=bool)
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        try:
+            cv2.grabCut(roi, mask, None, bgd, fgd, ITERATIONS, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:  # too few background or foreground pixels to fit the colour models
+            pass
+        full = np.zeros((height, width), dtype=bool)
+        full[y0:y1, x0:x1] = largest_component((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD))
+        return full
+
+    def __call__(self, request: InteractorRequest) -> dict:
+        return interactor_reply(self.segment(request), request.body)
