@@ -16,13 +16,14 @@ from tests.conftest import ROOT, function_url, http
 GRABCUT = ROOT / "functions" / "opencv" / "opencv" / "grabcut" / "nuclio"
 
 
-def scene(seed: int = 0, width: int = 320, height: int = 240):
-    """A textured green/brown background with a textured red-ish ellipse; returns (png base64, truth mask)."""
+def scene(seed: int = 0, zoom: int = 1):
+    """A textured green background with a textured red-ish ellipse; returns (png base64, truth mask)."""
     rng = np.random.default_rng(seed)
+    width, height = 320 * zoom, 240 * zoom
     image = np.empty((height, width, 3), np.uint8)
     image[...] = rng.normal((60, 140, 70), 18, (height, width, 3)).clip(0, 255)
     truth = np.zeros((height, width), np.uint8)
-    cv2.ellipse(truth, (170, 120), (70, 45), 20, 0, 360, 1, -1)
+    cv2.ellipse(truth, (170 * zoom, 120 * zoom), (70 * zoom, 45 * zoom), 20, 0, 360, 1, -1)
     fg = rng.normal((200, 60, 50), 18, (height, width, 3)).clip(0, 255).astype(np.uint8)
     image[truth == 1] = fg[truth == 1]
     buf = io.BytesIO()
@@ -60,6 +61,13 @@ def test_box_and_click_recover_the_object(grabcut):
     assert shape["type"] == "mask"
     mask = from_cvat_rle(shape["points"], 320, 240)
     assert iou(mask, truth) > 0.9
+
+
+def test_large_frame_runs_on_a_reduced_region(grabcut):
+    image, truth = scene(4, zoom=4)  # 1280×960: the 640×440 region is scaled down to GRABCUT_MAX_SIDE
+    reply = segment(grabcut, {"image": image, "pos_points": [[680, 480]], "neg_points": [],
+                              "obj_bbox": [[360, 240], [1000, 720]]})
+    assert iou(from_cvat_rle(reply["shapes"][0]["points"], 1280, 960), truth) > 0.9
 
 
 def test_clicks_only(grabcut):
