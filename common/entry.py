@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import traceback
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -43,13 +44,11 @@ class ModelHandler:
     def __init__(self, context: nuclio_sdk.Context | None = None):
         self.context = context
 
-    @property
+    @cached_property
     def labels(self) -> Labels:
-        if "_labels" not in self.__dict__:
-            if self.function_dir is None:
-                raise RuntimeError(f"{type(self).__name__}.function_dir is not set")
-            self.__dict__["_labels"] = Labels.from_function_yaml(Path(self.function_dir) / "function.yaml")
-        return self.__dict__["_labels"]
+        if self.function_dir is None:
+            raise RuntimeError(f"{type(self).__name__}.function_dir is not set")
+        return Labels.from_function_yaml(Path(self.function_dir) / "function.yaml")
 
     def parse(self, body: Any) -> Any:
         """Turn the decoded JSON body into a typed request (override for kind-specific options)."""

@@ -98,6 +98,12 @@ def clip_box(box: tuple[float, float, float, float], name: str, size: tuple[int,
     return xtl, ytl, xbr, ybr
 
 
+def points_bbox(points: list[float], name: str, size: tuple[int, int]) -> tuple[float, ...]:
+    """The clipped bounding box of flat [x0, y0, x1, y1, ...] points (a rectangle, polygon, ...)."""
+    xs, ys = points[0::2], points[1::2]
+    return clip_box((min(xs), min(ys), max(xs), max(ys)), name, size)
+
+
 def flat_numbers(value: object, name: str, min_len: int = 0, even: bool = False) -> list[float]:
     if not isinstance(value, (list, tuple)):
         raise RequestError(f"{name} must be a list of numbers")
@@ -226,8 +232,7 @@ def parse_tracker(body: object, supported_shape_types: tuple[str, ...] = ("recta
             shape_type = "rectangle"
             pts = flat_numbers(raw, name, min_len=4, even=True)
         if shape_type == "rectangle":
-            xs, ys = pts[0::2], pts[1::2]
-            pts = list(clip_box((min(xs), min(ys), max(xs), max(ys)), name, size))
+            pts = list(points_bbox(pts, name, size))
         shapes.append(TrackedShape(shape_type, pts))
     return TrackerRequest(image, shapes, states, legacy)
 
@@ -259,8 +264,7 @@ def _reid_boxes(body: Mapping[str, Any], name: str, size: tuple[int, int]) -> li
         if not isinstance(item, Mapping):
             raise RequestError(f"{name}[{i}] must be a shape object with points")
         pts = flat_numbers(item.get("points"), f"{name}[{i}].points", min_len=4, even=True)
-        xs, ys = pts[0::2], pts[1::2]
-        box = clip_box((min(xs), min(ys), max(xs), max(ys)), f"{name}[{i}]", size)
+        box = points_bbox(pts, f"{name}[{i}]", size)
         boxes.append(ReidBox(box, item.get("label_id")))
     return boxes
 

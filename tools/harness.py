@@ -51,7 +51,7 @@ class Worker:
     def __init__(self, function: "FunctionRuntime", worker_id: int):
         self.id = worker_id
         self.conn, child = _MP.Pipe()
-        env = {**function.config.env, **{k: v for k, v in os.environ.items()}}
+        env = {**function.config.env, **os.environ}  # the shell wins over spec.env
         self.process = _MP.Process(
             target=worker_main, daemon=True,
             args=(child, str(function.config.directory), str(ROOT), function.config.handler, env,

@@ -24,24 +24,31 @@ BOOL_ANNOTATIONS = ("startswith_box", "startswith_box_optional")
 FALSY_LOOKING = ("false", "0", "no", "off", "none", "null")
 
 
-def lint_labels(labels: object, where: str, problems: list[str], sublabels: bool = False) -> None:
-    if not isinstance(labels, list):
-        problems.append(f"{where} must be a list of labels")
+def named_items(items: object, where: str, what: str, problems: list[str]):
+    """Yield (location, item) for each object of a list, reporting non-objects and duplicate names."""
+    if not isinstance(items, list):
+        problems.append(f"{where} must be a list of {what}s")
         return
     names: set[str] = set()
-    for i, label in enumerate(labels):
+    for i, item in enumerate(items):
         at = f"{where}[{i}]"
-        if not isinstance(label, dict):
+        if not isinstance(item, dict):
             problems.append(f"{at} must be an object")
             continue
+        name = item.get("name")
+        if isinstance(name, str) and name:
+            if name in names:
+                problems.append(f"{at}: duplicate {what} name {name!r}")
+            names.add(name)
+        yield at, item
+
+
+def lint_labels(labels: object, where: str, problems: list[str], sublabels: bool = False) -> None:
+    for at, label in named_items(labels, where, "label", problems):
         name = label.get("name")
         if not isinstance(name, str) or not name:
             problems.append(f"{at} has no name")
-        elif name in names:
-            problems.append(f"{at}: duplicate label name {name!r}")
-        else:
-            names.add(name)
-        at = f"{where}[{name!r}]" if isinstance(name, str) else at
+        at = f"{where}[{name!r}]" if isinstance(name, str) and name else at
         label_type = label.get("type", "any")
         if label_type not in LABEL_TYPES:
             problems.append(f"{at}: unknown type {label_type!r}")
@@ -60,22 +67,10 @@ def lint_labels(labels: object, where: str, problems: list[str], sublabels: bool
 
 
 def lint_attributes(attributes: object, where: str, problems: list[str]) -> None:
-    if not isinstance(attributes, list):
-        problems.append(f"{where}.attributes must be a list")
-        return
-    names: set[str] = set()
-    for j, attr in enumerate(attributes):
-        at = f"{where}.attributes[{j}]"
-        if not isinstance(attr, dict):
-            problems.append(f"{at} must be an object")
-            continue
+    for at, attr in named_items(attributes, f"{where}.attributes", "attribute", problems):
         missing = [k for k in ("name", "input_type", "values") if k not in attr]
         if missing:
             problems.append(f"{at} lacks {', '.join(missing)}")
-        name = attr.get("name")
-        if name in names:
-            problems.append(f"{at}: duplicate attribute name {name!r}")
-        names.add(name)
         if "input_type" in attr and attr["input_type"] not in INPUT_TYPES:
             problems.append(f"{at}: unknown input_type {attr['input_type']!r}")
         if "values" in attr and not (isinstance(attr["values"], list)
