@@ -16,7 +16,9 @@ with the parser of the handler's kind, calls the handler, and answers JSON: 200 
 from __future__ import annotations
 
 import json
+import logging
 import traceback
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -28,6 +30,14 @@ from .labels import Labels
 from .request import PARSERS
 
 JSON = "application/json"
+
+
+@dataclass
+class Reply:
+    """A handler result with response headers (e.g. whether a cache was hit); plain values need no wrapper."""
+
+    payload: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class ModelHandler:
@@ -49,6 +59,13 @@ class ModelHandler:
         if self.function_dir is None:
             raise RuntimeError(f"{type(self).__name__}.function_dir is not set")
         return Labels.from_function_yaml(Path(self.function_dir) / "function.yaml")
+
+    def warn(self, message: str) -> None:
+        """A warning in the function's log (Nuclio's logger when running under it)."""
+        if self.context is not None:
+            self.context.logger.warn(message)
+        else:
+            logging.getLogger(type(self).__module__).warning(message)
 
     def parse(self, body: Any) -> Any:
         """Turn the decoded JSON body into a typed request (override for kind-specific options)."""
@@ -76,16 +93,20 @@ def decode_body(body: Any) -> Any:
     return body
 
 
-def json_response(context: Any, payload: Any, status: int = 200) -> nuclio_sdk.Response:
+def json_response(context: Any, payload: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> nuclio_sdk.Response:
     body = json.dumps(payload, separators=(",", ":"))
-    return nuclio_sdk.Response(body=body, headers={}, content_type=JSON, status_code=status)
+    return nuclio_sdk.Response(body=body, headers=dict(headers or {}), content_type=JSON, status_code=status)
 
 
 def handle_event(context: Any, model: ModelHandler, event: Any) -> nuclio_sdk.Response:
     """Run one event through ``model`` and map every outcome to a JSON response."""
     try:
         request = model.parse(decode_body(event.body))
-        return json_response(context, model(request))
+        result = model(request)
+        if isinstance(result, Reply):
+            return json_response(context, result.payload, headers=result.headers)
+        return json_response(context, result)
     except FunctionError as exc:
         return json_response(context, {"error": exc.message}, exc.status)
     except Exception as exc:  # never send a traceback to the client

@@ -89,3 +89,13 @@ def function_url(harness, name: str | None = None) -> str:
 
 def dashboard_url(harness) -> str:
     return f"http://127.0.0.1:{harness.port}"
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server for the whole session (tests use distinct keys or flush it)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer().start()
+    yield server
+    server.stop()

@@ -1,0 +1,46 @@
+"""A Redis client configured from the environment, with short timeouts on every call.
+
+Variables (the names CVAT's deployments use, plus a few of our own):
+
+- ``CVAT_FUNCTIONS_REDIS_HOST``: no Redis is used when unset or empty;
+- ``CVAT_FUNCTIONS_REDIS_PORT`` (6379), ``CVAT_FUNCTIONS_REDIS_PASSWORD``, ``CVAT_FUNCTIONS_REDIS_DB`` (0);
+- ``CVAT_FUNCTIONS_REDIS_TLS``: ``1``/``true`` to connect with TLS;
+- ``CVAT_FUNCTIONS_REDIS_TIMEOUT``: seconds for connecting and for each reply (2). A Redis that accepts the
+  connection but does not answer counts as unreachable after this long, so it never holds a worker until
+  Nuclio's event timeout.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+PREFIX = "CVAT_FUNCTIONS_REDIS_"
+TRUE = ("1", "true", "yes", "on")
+
+
+def describe(env: Mapping[str, str] = os.environ) -> str:
+    """``host:port/db`` of the configured Redis, for messages (never the password)."""
+    return f"{env.get(PREFIX + 'HOST')}:{env.get(PREFIX + 'PORT') or 6379}/{env.get(PREFIX + 'DB') or 0}"
+
+
+def from_env(env: Mapping[str, str] = os.environ) -> redis.Redis | None:
+    """The configured client, or None when ``CVAT_FUNCTIONS_REDIS_HOST`` is not set. Does not connect yet."""
+    host = (env.get(PREFIX + "HOST") or "").strip()
+    if not host:
+        return None
+    timeout = float(env.get(PREFIX + "TIMEOUT") or 2.0)
+    return redis.Redis(
+        host=host,
+        port=int(env.get(PREFIX + "PORT") or 6379),
+        db=int(env.get(PREFIX + "DB") or 0),
+        password=env.get(PREFIX + "PASSWORD") or None,
+        ssl=(env.get(PREFIX + "TLS") or "").strip().lower() in TRUE,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),  # one try per call: the caller decides what a failure means
+    )

@@ -1,0 +1,104 @@
+"""Segment Anything (SAM) through the ``segment-anything`` package, with the shared embedding cache.
+
+``MODEL_TYPE`` (vit_b, vit_l, vit_h) names the official checkpoint to use; ``MODEL_PATH`` may point to any
+SAM checkpoint instead, and the image encoder's size is read from the checkpoint itself, so a vit_h file
+works whatever MODEL_TYPE says. The model is then built by the package's own builder.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+from segment_anything.build_sam import _build_sam
+
+from common import weights
+from common.backends import torch_device
+from common.embedding_cache import Entry
+from common.promptable import PromptableSegmenter, predict_arguments
+
+URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+CHECKPOINTS = {
+    "vit_b": weights.Weights("sam_vit_b_01ec64.pth", URL + "sam_vit_b_01ec64.pth"),
+    "vit_l": weights.Weights("sam_vit_l_0b3195.pth", URL + "sam_vit_l_0b3195.pth"),
+    "vit_h": weights.Weights("sam_vit_h_4b8939.pth", URL + "sam_vit_h_4b8939.pth"),
+}
+# encoder (embed dim, depth, heads, global attention blocks) of the official models
+ARCHITECTURES = {
+    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
+}
+
+
+def encoder_architecture(state_dict: dict) -> tuple[int, int, int, tuple[int, ...]]:
+    """The ViT image encoder's (embed dim, depth, heads, global attention blocks) from its weights.
+
+    Windowed blocks have relative position tables for 14×14 windows (27 rows); global blocks for the whole
+    64×64 grid.
+    """
+    prefix = "image_encoder.blocks."
+    blocks = sorted({int(m.group(1)) for k in state_dict if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))})
+    if not blocks or "image_encoder.patch_embed.proj.weight" not in state_dict:
+        raise ValueError("not a Segment Anything checkpoint (no image_encoder ViT weights)")
+    embed_dim = int(state_dict["image_encoder.patch_embed.proj.weight"].shape[0])
+    head_dim = int(state_dict[f"{prefix}0.attn.rel_pos_h"].shape[1])
+    windowed_rows = 2 * 14 - 1
+    global_blocks = tuple(i for i in blocks if state_dict[f"{prefix}{i}.attn.rel_pos_h"].shape[0] != windowed_rows)
+    return embed_dim, len(blocks), embed_dim // head_dim, global_blocks
+
+
+class ModelHandler(PromptableSegmenter):
+    function_dir = Path(__file__).resolve().parent
+
+    def __init__(self, context=None):
+        super().__init__(context)
+        model_type = os.environ.get("MODEL_TYPE", "vit_b")
+        if model_type not in CHECKPOINTS:
+            raise ValueError(f"MODEL_TYPE={model_type!r}: expected one of {', '.join(CHECKPOINTS)}")
+        path = weights.resolve(CHECKPOINTS[model_type])
+        state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        architecture = encoder_architecture(state_dict)
+        found = next((name for name, arch in ARCHITECTURES.items() if arch == architecture), None)
+        if found != model_type:
+            self.warn(f"MODEL_TYPE={model_type} but {path.name} holds a {found or architecture} encoder; using that")
+        embed_dim, depth, heads, global_blocks = architecture
+        sam = _build_sam(embed_dim, depth, heads, list(global_blocks), checkpoint=None)
+        sam.load_state_dict(state_dict)
+        self.device = torch_device()
+        self.predictor = SamPredictor(sam.to(self.device).eval())
+        self.name = f"sam:{found or 'vit-%d-%d-%d' % architecture[:3]}:{path.name}:{path.stat().st_size}"
+
+    @property
+    def model_id(self) -> str:
+        return self.name
+
+    @torch.inference_mode()
+    def encode(self, rgb: np.ndarray) -> Entry:
+        self.predictor.set_image(rgb, image_format="RGB")
+        features = self.predictor.features.float().cpu().numpy()
+        meta = {"original_size": list(self.predictor.original_size), "input_size": list(self.predictor.input_size)}
+        self.predictor.reset_image()
+        return Entry({"features": features}, meta)
+
+    @torch.inference_mode()
+    def decode(self, entry, points, labels, box, multimask):
+        predictor = self.predictor
+        predictor.features = torch.from_numpy(entry.arrays["features"]).to(self.device)
+        predictor.original_size = tuple(entry.meta["original_size"])
+        predictor.input_size = tuple(entry.meta["input_size"])
+        predictor.is_image_set = True
+        try:
+            masks, scores, _ = predictor.predict(**predict_arguments(points, labels, box, multimask))
+        finally:
+            predictor.reset_image()
+        return masks, scores
+
+    def blob(self, entry: Entry) -> str:
+        features = entry.arrays["features"].astype("<f4", copy=False)
+        return base64.b64encode(np.ascontiguousarray(features).tobytes()).decode("ascii")

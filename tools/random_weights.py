@@ -1,0 +1,45 @@
+"""Randomly initialised checkpoints of the real SAM and SAM 2 architectures, for tests and benchmarks.
+
+No SAM-family weights can be downloaded here, but the functions' loading code, request handling and
+timings do not depend on the weights' values. These builders use the packages' own model classes and save
+checkpoints in the official layouts, which the functions then load through ``MODEL_PATH``.
+
+``SMALL_SAM`` and ``SMALL_SAM2_OVERRIDES`` are reduced encoders of the same classes, fast enough for tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SMALL_SAM = (64, 2, 2, (1,))  # ViT encoder: embed dim, depth, heads, global attention blocks
+SMALL_SAM2_OVERRIDES = [
+    "++model.image_encoder.trunk.embed_dim=32",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.neck.backbone_channel_list=[256,128,64,32]",
+    "++model.memory_attention.num_layers=1",
+]
+
+
+def sam_checkpoint(path: Path, architecture: tuple = SMALL_SAM, seed: int = 0) -> Path:
+    """A Segment Anything checkpoint (a plain state dict, as the official files) with random weights."""
+    from segment_anything.build_sam import _build_sam
+
+    torch.manual_seed(seed)
+    embed_dim, depth, heads, global_blocks = architecture
+    model = _build_sam(embed_dim, depth, heads, list(global_blocks), checkpoint=None)
+    torch.save(model.state_dict(), path)
+    return Path(path)
+
+
+def sam2_checkpoint(path: Path, config: str = "configs/sam2.1/sam2.1_hiera_t.yaml",
+                    overrides: list[str] | None = None, seed: int = 0) -> Path:
+    """A SAM 2.1 checkpoint (``{"model": state_dict}``, as the official files) with random weights."""
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(seed)
+    model = build_sam2(config, None, device="cpu", hydra_overrides_extra=list(overrides or []))
+    torch.save({"model": model.state_dict()}, path)
+    return Path(path)
