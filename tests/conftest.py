@@ -99,3 +99,19 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sam_checkpoint(tmp_path_factory) -> Path:
+    """A small randomly initialised Segment Anything checkpoint (reduced ViT encoder, real classes)."""
+    from tools.random_weights import sam_checkpoint
+
+    return sam_checkpoint(tmp_path_factory.mktemp("sam") / "sam_small.pth")
+
+
+@pytest.fixture(scope="session")
+def sam2_checkpoint(tmp_path_factory) -> Path:
+    """A small randomly initialised SAM 2.1 checkpoint (reduced Hiera trunk, real classes)."""
+    from tools.random_weights import SMALL_SAM2_OVERRIDES, sam2_checkpoint
+
+    return sam2_checkpoint(tmp_path_factory.mktemp("sam2") / "sam2_small.pt", overrides=SMALL_SAM2_OVERRIDES)
