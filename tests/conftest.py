@@ -38,6 +38,12 @@ def data_dir() -> Path:
     return _required_dir("TEST_DATA_DIR", "images/dog.jpg")
 
 
+@pytest.fixture(scope="session")
+def dog(data_dir) -> str:
+    """dog.jpg (768×576) as base64."""
+    return b64_file(data_dir / "images" / "dog.jpg")
+
+
 def b64_file(path: Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode()
 

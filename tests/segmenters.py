@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 
 SAM = ROOT / "functions" / "pytorch" / "facebookresearch" / "sam" / "nuclio"
 SAM2 = ROOT / "functions" / "pytorch" / "facebookresearch" / "sam2" / "nuclio"
+DOG = (768, 576)  # dog.jpg (the ``dog`` fixture), width × height
 REDIS_VARS = ("CVAT_FUNCTIONS_REDIS_HOST", "CVAT_FUNCTIONS_REDIS_PORT", "CVAT_FUNCTIONS_REDIS_PASSWORD")
 
 
@@ -37,6 +38,11 @@ def handler_of(folder: Path, **env: str):
         for name, value in env.items():
             patch.setenv(name, value)
         yield load_handler(folder)
+
+
+def click(handler, body: dict):
+    """One request through an in-process handler (its Reply, with headers)."""
+    return handler(handler.parse(body))
 
 
 @contextmanager

@@ -17,24 +17,14 @@ import torch
 from common.image import RequestImage
 from common.shapes import from_cvat_rle
 from tests.conftest import b64_file, function_url, http
-from tests.segmenters import SAM, box_iou, box_logits, decoder_answers, handler_of, module_of, recorded_prompts
+from tests.segmenters import DOG, SAM, box_iou, box_logits, click, decoder_answers, handler_of, module_of, recorded_prompts
 
-DOG = (768, 576)  # dog.jpg, width × height
 
 
 @pytest.fixture(scope="module")
 def sam(sam_checkpoint):
     with handler_of(SAM, MODEL_PATH=str(sam_checkpoint), MODEL_TYPE="vit_b") as handler:
         yield handler
-
-
-@pytest.fixture(scope="module")
-def dog(data_dir):
-    return b64_file(data_dir / "images" / "dog.jpg")
-
-
-def click(handler, body):
-    return handler(handler.parse(body))
 
 
 def test_encoder_size_is_read_from_the_checkpoint():

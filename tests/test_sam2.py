@@ -12,9 +12,8 @@ import pytest
 from common.errors import RequestError
 from common.shapes import from_cvat_rle
 from tests.conftest import b64_file, function_url, http
-from tests.segmenters import SAM2, box_iou, box_logits, decoder_answers, handler_of, recorded_prompts
+from tests.segmenters import DOG, SAM2, box_iou, box_logits, click, decoder_answers, handler_of, recorded_prompts
 
-DOG = (768, 576)
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +27,6 @@ def overrides():
 def sam2(sam2_checkpoint, overrides):
     with handler_of(SAM2, MODEL_PATH=str(sam2_checkpoint), MODEL_SIZE="tiny", SAM2_OVERRIDES=overrides) as handler:
         yield handler
-
-
-@pytest.fixture(scope="module")
-def dog(data_dir):
-    return b64_file(data_dir / "images" / "dog.jpg")
-
-
-def click(handler, body):
-    return handler(handler.parse(body))
 
 
 def test_box_corners_and_points_reach_the_model_in_its_input_frame(sam2, dog):
