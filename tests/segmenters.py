@@ -17,16 +17,6 @@ DOG = (768, 576)  # dog.jpg (the ``dog`` fixture), width × height
 REDIS_VARS = ("CVAT_FUNCTIONS_REDIS_HOST", "CVAT_FUNCTIONS_REDIS_PORT", "CVAT_FUNCTIONS_REDIS_PASSWORD")
 
 
-def module_of(folder: Path, name: str = "model_handler"):
-    """Import a function folder's module under a unique name, without building its handler."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{folder.parent.name}_{name}", folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @contextmanager
 def handler_of(folder: Path, **env: str):
     """The folder's ModelHandler built in this process with ``env`` set (and no Redis unless given)."""

@@ -16,8 +16,9 @@ import torch
 
 from common.image import RequestImage
 from common.shapes import from_cvat_rle
+from tools.bench import load_module
 from tests.conftest import b64_file, function_url, http
-from tests.segmenters import DOG, SAM, box_iou, box_logits, click, decoder_answers, handler_of, module_of, recorded_prompts
+from tests.segmenters import DOG, SAM, box_iou, box_logits, click, decoder_answers, handler_of, recorded_prompts
 
 
 
@@ -30,7 +31,7 @@ def sam(sam_checkpoint):
 def test_encoder_size_is_read_from_the_checkpoint():
     from segment_anything import sam_model_registry
 
-    model_handler = module_of(SAM)
+    model_handler = load_module(SAM)
     for name, builder in sam_model_registry.items():
         if name == "default":
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -64,6 +65,14 @@ def bench_http(folder: Path, body: bytes, n: int) -> list[float]:
         return timed(call, n)
     finally:
         harness.stop()
+
+
+def load_module(folder: Path, name: str = "model_handler"):
+    """Import a function folder's module under a unique name, without building its handler."""
+    spec = importlib.util.spec_from_file_location(f"{folder.parent.name}_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_handler(folder: Path):

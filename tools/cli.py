@@ -206,6 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--backends", default="openvino,onnxruntime", help="INFERENCE_BACKEND values to compare")
     bench.set_defaults(func=lambda a: __import__("tools.bench", fromlist=["cmd_bench"]).cmd_bench(a))
 
+    clicks = sub.add_parser("bench-clicks", help="cold vs warm click latency and reply sizes of an interactor")
+    clicks.add_argument("path", help="an interactor's function folder")
+    clicks.add_argument("--image", required=True)
+    clicks.add_argument("--size", default="1920x1080", help="scale the image to WxH first (default 1920x1080)")
+    clicks.add_argument("--clicks", type=int, default=5, help="warm clicks per image")
+    clicks.add_argument("--rounds", type=int, default=3, help="images (cold clicks)")
+    clicks.add_argument("--random-weights", action="store_true",
+                        help="build a random checkpoint of the configured architecture (SAM, SAM 2)")
+    clicks.add_argument("--gpu", action="store_true", help="use function-gpu.yaml")
+    clicks.set_defaults(func=lambda a: __import__("tools.bench_clicks", fromlist=["x"]).cmd_bench_clicks(a))
+
     test = sub.add_parser("test", help="run the whole test suite (pytest arguments pass through)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)

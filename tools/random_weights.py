@@ -23,13 +23,17 @@ SMALL_SAM2_OVERRIDES = [
 ]
 
 
-def sam_checkpoint(path: Path, architecture: tuple = SMALL_SAM, seed: int = 0) -> Path:
-    """A Segment Anything checkpoint (a plain state dict, as the official files) with random weights."""
-    from segment_anything.build_sam import _build_sam
+def sam_checkpoint(path: Path, model_type: str | None = None, seed: int = 0) -> Path:
+    """A Segment Anything checkpoint (a plain state dict, as the official files) with random weights:
+    of ``model_type`` (vit_b, vit_l, vit_h) or, by default, the small ``SMALL_SAM`` encoder."""
+    from segment_anything.build_sam import _build_sam, sam_model_registry
 
     torch.manual_seed(seed)
-    embed_dim, depth, heads, global_blocks = architecture
-    model = _build_sam(embed_dim, depth, heads, list(global_blocks), checkpoint=None)
+    if model_type:
+        model = sam_model_registry[model_type](checkpoint=None)
+    else:
+        embed_dim, depth, heads, global_blocks = SMALL_SAM
+        model = _build_sam(embed_dim, depth, heads, list(global_blocks), checkpoint=None)
     torch.save(model.state_dict(), path)
     return Path(path)
 
