@@ -1,57 +1,179 @@
 # shellcheck shell=bash
 # Shared by deploy_cpu.sh and deploy_gpu.sh: stage each function with common/ and deploy it with nuctl.
-# Usage (from the wrappers): deploy_main YAML_NAME [--dry-run] [PATH ...]
+# Usage (from the wrappers): deploy_main YAML_NAME [OPTIONS] [PATH ...]; see usage() for the options.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PROJECT="${CVAT_FUNCTIONS_PROJECT:-cvat}"
-PLATFORM="${NUCLIO_PLATFORM:-local}"
-NETWORK="${CVAT_FUNCTIONS_NETWORK:-cvat_cvat}"
+TESTED_NUCLIO_VERSION="1.13"  # the Nuclio release line CVAT's serverless compose file uses
 
-run() {
+usage() {
+  cat <<EOF
+usage: $(basename "$0") [OPTIONS] [PATH ...]
+
+Deploys every $YAML_NAME under the PATHs (default: functions/) with nuctl. Each function folder is staged
+together with common/ into a build context, so the image imports common/ exactly as tools/fn does.
+
+Options (each also read from the environment variable in brackets):
+  --project NAME        Nuclio project                          [CVAT_FUNCTIONS_PROJECT, default cvat]
+  --platform NAME       local (Docker) or kube (Kubernetes)     [NUCLIO_PLATFORM, default local]
+  --network NAME        Docker network, local platform only     [CVAT_FUNCTIONS_NETWORK, default cvat_cvat]
+  --namespace NAME      Kubernetes namespace, kube only         [NUCLIO_NAMESPACE, default nuclio]
+  --registry URL        registry images are pushed to, kube     [NUCLIO_REGISTRY, required for kube]
+  --run-registry URL    registry the cluster pulls from, kube   [NUCLIO_RUN_REGISTRY, default: --registry]
+  --stage-to DIR        keep the staged build contexts in DIR/<function name>  [DEPLOY_STAGE_DIR]
+  --dry-run             print every command and each staged context's files; run nothing  [DEPLOY_DRY_RUN=1]
+  -h, --help            this text
+
+CVAT_FUNCTIONS_REDIS_HOST, _PORT and _PASSWORD are passed to the functions when set.
+Re-running is safe: the project is created only when missing and nuctl deploy updates existing functions.
+EOF
+}
+
+run() {  # run CMD...: print it in a dry run, run it otherwise
   if [ "$DRY_RUN" = 1 ]; then printf '+'; printf ' %q' "$@"; printf '\n'; else "$@"; fi
 }
 
-stage() {  # stage FUNCTION_DIR -> prints the staged folder
-  local dir="$1" staged
-  staged="$(mktemp -d "${TMPDIR:-/tmp}/cvat-fn.XXXXXX")"
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
+yaml_name_of() {  # the function's metadata.name, read without a YAML library
+  awk '/^metadata:/ {m = 1; next} /^[^ #]/ {m = 0} m && /^  name:/ {gsub(/["'\'']/, "", $2); print $2; exit}' "$1"
+}
+
+check_tools() {
+  if ! command -v nuctl >/dev/null 2>&1; then
+    [ "$DRY_RUN" = 1 ] && { echo "note: nuctl not found (a real run needs it)" >&2; return 0; }
+    die "nuctl not found: install Nuclio's CLI $TESTED_NUCLIO_VERSION.x (https://github.com/nuclio/nuclio/releases)"
+  fi
+  local version
+  version="$(nuctl version 2>/dev/null | grep -Eo '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1 || true)"
+  echo "nuctl ${version:-(unknown version)}; this project is tested with Nuclio $TESTED_NUCLIO_VERSION.x" >&2
+  case "$version" in
+    "$TESTED_NUCLIO_VERSION".*) ;;
+    *) echo "warning: nuctl ${version:-?} is not $TESTED_NUCLIO_VERSION.x; function.yaml fields may be read differently" >&2 ;;
+  esac
+  if [ "$PLATFORM" = local ] && [ "$DRY_RUN" = 0 ]; then
+    command -v docker >/dev/null 2>&1 || die "docker not found: the local platform builds and runs functions with Docker"
+    docker info >/dev/null 2>&1 || die "Docker is not running or not reachable by this user (docker info failed)"
+  fi
+}
+
+stage() {  # stage FUNCTION_DIR NAME -> prints the staged folder: the function's files plus common/
+  local dir="$1" name="$2" staged
+  if [ -n "$STAGE_TO" ]; then
+    staged="$STAGE_TO/$name"
+    rm -rf "$staged" && mkdir -p "$staged"
+  else
+    staged="$(mktemp -d "${TMPDIR:-/tmp}/cvat-fn-$name.XXXXXX")"
+    TEMP_DIRS+=("$staged")
+  fi
   cp -R "$dir/." "$staged/"
-  cp -R "$ROOT/common" "$staged/common"
-  find "$staged" -name __pycache__ -prune -exec rm -rf {} +
+  rm -rf "$staged/common" && cp -R "$ROOT/common" "$staged/common"
+  find "$staged" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
   echo "$staged"
 }
 
+ensure_project() {
+  if [ "$DRY_RUN" = 0 ] && nuctl get project "$PROJECT" "${NUCTL_TARGET[@]}" >/dev/null 2>&1; then
+    echo "project $PROJECT exists" >&2
+  else
+    run nuctl create project "$PROJECT" "${NUCTL_TARGET[@]}"
+  fi
+}
+
+function_port() {  # the HTTP port nuctl reports for a deployed function, or -
+  local name="$1"
+  nuctl get function "$name" "${NUCTL_TARGET[@]}" -o json 2>/dev/null \
+    | grep -Eo '"httpPort": *[0-9]+' | grep -Eo '[0-9]+$' | head -n 1 || echo "-"
+}
+
 deploy_main() {
-  local yaml_name="$1"; shift
-  DRY_RUN=0
+  YAML_NAME="$1"; shift
+  DRY_RUN="${DEPLOY_DRY_RUN:-0}"
+  PROJECT="${CVAT_FUNCTIONS_PROJECT:-cvat}"
+  PLATFORM="${NUCLIO_PLATFORM:-local}"
+  NETWORK="${CVAT_FUNCTIONS_NETWORK:-cvat_cvat}"
+  NAMESPACE="${NUCLIO_NAMESPACE:-nuclio}"
+  REGISTRY="${NUCLIO_REGISTRY:-}"
+  RUN_REGISTRY="${NUCLIO_RUN_REGISTRY:-}"
+  STAGE_TO="${DEPLOY_STAGE_DIR:-}"
+  TEMP_DIRS=()
   local paths=()
-  for arg in "$@"; do
-    case "$arg" in
+  while [ $# -gt 0 ]; do
+    case "$1" in
       --dry-run) DRY_RUN=1 ;;
-      -h|--help) echo "usage: $(basename "$0") [--dry-run] [PATH ...]  (deploys every $yaml_name under PATH)"; return 0 ;;
-      *) paths+=("$arg") ;;
+      --project|--platform|--network|--namespace|--registry|--run-registry|--stage-to)
+        [ $# -ge 2 ] || die "$1 needs a value"
+        case "$1" in
+          --project) PROJECT="$2" ;; --platform) PLATFORM="$2" ;; --network) NETWORK="$2" ;;
+          --namespace) NAMESPACE="$2" ;; --registry) REGISTRY="$2" ;; --run-registry) RUN_REGISTRY="$2" ;;
+          --stage-to) STAGE_TO="$2" ;;
+        esac
+        shift ;;
+      -h|--help) usage; return 0 ;;
+      -*) die "unknown option $1 (see --help)" ;;
+      *) paths+=("$1") ;;
     esac
+    shift
   done
   [ ${#paths[@]} -gt 0 ] || paths=("$ROOT/functions")
-  if [ "$DRY_RUN" = 0 ] && ! command -v nuctl >/dev/null 2>&1; then
-    echo "nuctl not found: install Nuclio's CLI (https://github.com/nuclio/nuclio/releases)" >&2
-    return 1
-  fi
-  run nuctl create project "$PROJECT" --platform "$PLATFORM" || true
-  local yaml dir staged
-  while IFS= read -r yaml; do
-    dir="$(dirname "$yaml")"
-    staged="$(stage "$dir")"
-    echo "Deploying $dir ($yaml_name) from $staged" >&2
-    local extra=()
-    [ "$PLATFORM" = local ] && extra+=(--platform-config "{\"attributes\": {\"network\": \"$NETWORK\"}}")
+  case "$PLATFORM" in
+    local) NUCTL_TARGET=(--platform local) ;;
+    kube)
+      [ -n "$REGISTRY" ] || die "the kube platform needs --registry (or NUCLIO_REGISTRY)"
+      NUCTL_TARGET=(--platform kube --namespace "$NAMESPACE") ;;
+    *) die "unknown platform $PLATFORM: use local or kube" ;;
+  esac
+  [ -z "$STAGE_TO" ] || { mkdir -p "$STAGE_TO" && STAGE_TO="$(cd "$STAGE_TO" && pwd)"; }
+  trap 'rm -rf "${TEMP_DIRS[@]}"' EXIT
+
+  check_tools
+  local folders=() dir
+  while IFS= read -r dir; do folders+=("$dir"); done < <(
+    find "${paths[@]}" \( -name .venv -o -name .git \) -prune -o \
+      \( -name function.yaml -o -name function-gpu.yaml \) -printf '%h\n' | sort -u)
+  [ ${#folders[@]} -gt 0 ] || die "no function folders under ${paths[*]}"
+
+  ensure_project
+  local summary=() failed=0 name staged extra var state port
+  for dir in "${folders[@]}"; do
+    if [ ! -f "$dir/$YAML_NAME" ]; then
+      echo "skipped: $dir has no $YAML_NAME" >&2
+      name="$(yaml_name_of "$dir/function.yaml" 2>/dev/null || true)"
+      summary+=("${name:-${dir#"$ROOT"/}}|skipped (no $YAML_NAME)|-")
+      continue
+    fi
+    name="$(yaml_name_of "$dir/$YAML_NAME")"
+    [ -n "$name" ] || { echo "skipped: $dir/$YAML_NAME has no metadata.name" >&2; summary+=("$dir|skipped (no name)|-"); continue; }
+    staged="$(stage "$dir" "$name")"
+    echo "deploying $name from $dir ($YAML_NAME), staged in $staged" >&2
+    extra=()
+    if [ "$PLATFORM" = local ]; then
+      extra+=(--platform-config "{\"attributes\": {\"network\": \"$NETWORK\"}}")
+    else
+      extra+=(--registry "$REGISTRY" --run-registry "${RUN_REGISTRY:-$REGISTRY}")
+    fi
     for var in CVAT_FUNCTIONS_REDIS_HOST CVAT_FUNCTIONS_REDIS_PORT CVAT_FUNCTIONS_REDIS_PASSWORD; do
-      [ -n "${!var:-}" ] && extra+=(--env "$var=${!var}")
+      if [ -n "${!var:-}" ]; then extra+=(--env "$var=${!var}"); fi
     done
-    run nuctl deploy --project-name "$PROJECT" --path "$staged" --file "$staged/$yaml_name" \
-      --platform "$PLATFORM" "${extra[@]}"
-    [ "$DRY_RUN" = 1 ] && (cd "$staged" && find . -type f | sort | sed 's/^/  staged: /')
-    rm -rf "$staged"
-  done < <(find "${paths[@]}" -name "$yaml_name" -not -path '*/.venv/*' | sort)
-  [ "$DRY_RUN" = 1 ] || run nuctl get function --platform "$PLATFORM"
+    if run nuctl deploy "$name" --project-name "$PROJECT" --path "$staged" --file "$staged/$YAML_NAME" \
+        "${NUCTL_TARGET[@]}" "${extra[@]}"; then
+      if [ "$DRY_RUN" = 1 ]; then
+        state="dry run"; port="-"
+        (cd "$staged" && find . -type f | sort | sed 's/^/  staged: /')
+      else
+        state="deployed"; port="$(function_port "$name")"
+      fi
+    else
+      state="FAILED"; port="-"; failed=$((failed + 1))
+    fi
+    summary+=("$name|$state|$port")
+  done
+
+  echo
+  local row
+  for row in "FUNCTION|STATE|PORT" "${summary[@]}"; do
+    IFS='|' read -r name state port <<<"$row"
+    printf '%-36s %-28s %s\n' "$name" "$state" "$port"
+  done
+  [ "$failed" = 0 ] || { echo "$failed function(s) failed to deploy; see nuctl's output above" >&2; return 1; }
 }
