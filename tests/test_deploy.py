@@ -126,13 +126,20 @@ def test_help_and_bad_arguments():
     assert deploy("deploy_cpu.sh", "--project").returncode == 2
 
 
-def test_missing_nuctl_is_a_clear_error(tree, tmp_path):
+def test_missing_nuctl_or_docker_is_a_clear_error(tree, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("bash", "dirname", "find", "sort", "awk", "mktemp", "cp", "rm", "grep", "head", "mkdir", "sed"):
         os.symlink(shutil.which(tool), bin_dir / tool)
     result = deploy("deploy_cpu.sh", tree, path=str(bin_dir))
     assert result.returncode == 2 and "nuctl not found" in result.stderr
+    fake_tool(bin_dir, "nuctl", "echo 'Client version: \"Label: 1.13.4\"'\n")
+    result = deploy("deploy_cpu.sh", tree, path=str(bin_dir))
+    assert result.returncode == 2 and "docker not found" in result.stderr
+    assert "nuctl 1.13.4" in result.stderr and "warning" not in result.stderr
+    fake_tool(bin_dir, "docker", "exit 1\n")  # the client exists, the engine does not answer
+    result = deploy("deploy_cpu.sh", tree, path=str(bin_dir))
+    assert result.returncode == 2 and "Docker is not running" in result.stderr
 
 
 def fake_tool(folder: Path, name: str, body: str) -> None:
