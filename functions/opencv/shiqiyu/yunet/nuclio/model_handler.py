@@ -1,0 +1,71 @@
+"""YuNet face detector (OpenCV's FaceDetectorYN): a box per face plus its five landmarks as a skeleton.
+
+Any image size and aspect ratio: the detector runs at the image's own size, scaled down first when the longer
+side exceeds ``YUNET_MAX_SIDE`` (default 1920) so that huge frames stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common import shapes, weights
+from common.entry import ModelHandler as BaseHandler
+from common.request import DetectorRequest, parse_detector
+
+WEIGHTS = weights.Weights(
+    "yunet_n_640_640.onnx",
+    url="https://github.com/ShiqiYu/libfacedetection.train/raw/0047ac24/onnx/yunet_n_640_640.onnx",
+    sha256="25a606a145a5b6d7271ae138fbd00eba91dad8b83222ae3f2c7ecd0f4a7b0e31",
+)
+FACE, LANDMARKS = "face", "face landmarks"
+DEFAULT_THRESHOLD = 0.6  # YuNet scores a cat's face 0.39 in chelsea.png; real faces score 0.5 and up
+
+
+class ModelHandler(BaseHandler):
+    kind = "detector"
+    function_dir = Path(__file__).resolve().parent
+
+    def __init__(self, context=None):
+        super().__init__(context)
+        self.detector = cv2.FaceDetectorYN.create(str(weights.resolve(WEIGHTS)), "", (320, 320),
+                                                  0.01, float(os.environ.get("NMS_THRESHOLD", "0.3")), 5000)
+        self.max_side = int(os.environ.get("YUNET_MAX_SIDE", "1920"))
+        skeleton = self.labels.by_name[LANDMARKS]
+        self.landmark_names = [sublabel.name for sublabel in skeleton.sublabels]
+
+    def parse(self, body) -> DetectorRequest:
+        return parse_detector(body, default_threshold=DEFAULT_THRESHOLD)
+
+    def detect(self, rgb: np.ndarray, threshold: float) -> np.ndarray:
+        """Rows of (x, y, w, h, 5 × (x, y) landmarks, score) in image pixels, score ≥ threshold."""
+        height, width = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(width, height))
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        if scale < 1.0:
+            bgr = cv2.resize(bgr, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        self.detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, faces = self.detector.detect(bgr)
+        if faces is None:
+            return np.zeros((0, 15), np.float32)
+        faces = faces[faces[:, 14] >= threshold]
+        faces[:, :14] /= scale
+        return faces
+
+    def __call__(self, request: DetectorRequest) -> list[dict]:
+        width, height = request.image.size
+        results = []
+        for face in self.detect(request.image.rgb, request.threshold):
+            x, y, w, h, score = *face[:4], float(face[14])
+            box = np.clip([x, y, x + w, y + h], 0, [width, height, width, height])
+            results.append(shapes.rectangle(FACE, box, score))
+            elements = []
+            for name, (px, py) in zip(self.landmark_names, face[4:14].reshape(5, 2)):
+                inside = 0 <= px <= width and 0 <= py <= height
+                elements.append(shapes.keypoint(name, (min(max(px, 0), width), min(max(py, 0), height)),
+                                                outside=not inside))
+            results.append(shapes.skeleton(LANDMARKS, elements, score))
+        return results

@@ -1,0 +1,84 @@
+"""YuNet faces over HTTP with the real weights, on real images (face boxes judged by eye)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, b64_file, function_url, http
+
+YUNET = ROOT / "functions" / "opencv" / "shiqiyu" / "yunet" / "nuclio"
+FACES = {"astronaut.png": (175, 60, 275, 180), "grace_hopper.png": (175, 125, 355, 335)}  # xtl, ytl, xbr, ybr
+
+
+@pytest.fixture(scope="module")
+def yunet(models_dir):
+    from tools.config import find_configs
+    from tools.harness import Harness
+
+    harness = Harness(find_configs([YUNET]), port=0)
+    harness.start()
+    assert harness.wait_ready(120), {n: f.message for n, f in harness.functions.items()}
+    yield harness
+    harness.stop()
+
+
+def detect(harness, image: str, **extra) -> list[dict]:
+    status, _, reply = http("POST", function_url(harness), {"image": image, **extra})
+    assert status == 200, reply
+    return reply
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize("name", sorted(FACES))
+def test_one_face_at_the_right_place_with_landmarks(yunet, data_dir, name):
+    reply = detect(yunet, b64_file(data_dir / "images" / name))
+    faces = [s for s in reply if s["label"] == "face"]
+    (skeleton,) = [s for s in reply if s["label"] == "face landmarks"]
+    assert len(faces) == 1 and faces[0]["type"] == "rectangle"
+    box = faces[0]["points"]
+    assert iou(box, FACES[name]) > 0.6, box
+    assert 0.5 <= float(faces[0]["confidence"]) <= 1
+    points = {e["label"]: e["points"] for e in skeleton["elements"]}
+    assert list(points) == ["right eye", "left eye", "nose tip", "right mouth corner", "left mouth corner"]
+    assert all(box[0] <= x <= box[2] and box[1] <= y <= box[3] for x, y in points.values())
+    assert not any(e["outside"] for e in skeleton["elements"])
+    assert points["right eye"][0] < points["left eye"][0]  # the subject's right eye is on the image's left
+    assert max(points["right eye"][1], points["left eye"][1]) < points["nose tip"][1] < points["left mouth corner"][1]
+
+
+@pytest.mark.parametrize("name", ["chelsea.png", "coffee.png"])
+def test_no_face(yunet, data_dir, name):
+    assert detect(yunet, b64_file(data_dir / "images" / name)) == []
+
+
+def test_threshold_comes_from_the_request(yunet, data_dir):
+    cat = b64_file(data_dir / "images" / "chelsea.png")  # YuNet scores the cat's face ~0.39
+    assert [s["label"] for s in detect(yunet, cat, threshold=0.3)] == ["face", "face landmarks"]
+
+
+@pytest.mark.parametrize("size", [(2600, 1000), (300, 700)])
+def test_any_size_and_aspect_ratio(yunet, data_dir, size):
+    """The astronaut pasted into a wide or tall canvas, scaled: the face is found where it was put."""
+    face = Image.open(data_dir / "images" / "astronaut.png").convert("RGB")
+    scale = min(size[0] / face.width, size[1] / face.height)
+    face = face.resize((round(face.width * scale), round(face.height * scale)))
+    canvas = Image.new("RGB", size, (90, 90, 90))
+    offset = (size[0] - face.width, 0)
+    canvas.paste(face, offset)
+    out = io.BytesIO()
+    canvas.save(out, format="JPEG", quality=92)
+    reply = detect(yunet, base64.b64encode(out.getvalue()).decode())
+    (box,) = [s["points"] for s in reply if s["label"] == "face"]
+    x0, y0, x1, y1 = FACES["astronaut.png"]
+    truth = (offset[0] + x0 * scale, y0 * scale, offset[0] + x1 * scale, y1 * scale)
+    assert iou(box, truth) > 0.6, (box, truth)
