@@ -51,10 +51,7 @@ class PromptableSegmenter(ModelHandler):
 
     # ---- what a model implements
 
-    @property
-    def model_id(self) -> str:
-        """Identifies the weights and the pre-processing: embeddings are shared only between equal ids."""
-        raise NotImplementedError
+    model_id: str  # set in __init__: weights and pre-processing; embeddings are shared only between equal ids
 
     def encode(self, rgb: np.ndarray) -> Entry:
         """Run the image encoder on an H×W×3 RGB uint8 image."""

@@ -72,11 +72,7 @@ class ModelHandler(PromptableSegmenter):
         sam.load_state_dict(state_dict)
         self.device = torch_device()
         self.predictor = SamPredictor(sam.to(self.device).eval())
-        self.name = f"sam:{found or 'vit-%d-%d-%d' % architecture[:3]}:{path.name}:{path.stat().st_size}"
-
-    @property
-    def model_id(self) -> str:
-        return self.name
+        self.model_id = f"sam:{found or 'vit-%d-%d-%d' % architecture[:3]}:{path.name}:{path.stat().st_size}"
 
     @torch.inference_mode()
     def encode(self, rgb: np.ndarray) -> Entry:

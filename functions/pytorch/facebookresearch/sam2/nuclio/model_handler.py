@@ -52,11 +52,7 @@ class ModelHandler(PromptableSegmenter):
         model, path = load_sam2(size, overrides, self.device)
         self.predictor = SAM2ImagePredictor(model)
         tweak = hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:12] if overrides else "-"
-        self.name = f"sam2.1:{size}:{tweak}:{path.name}:{path.stat().st_size}"
-
-    @property
-    def model_id(self) -> str:
-        return self.name
+        self.model_id = f"sam2.1:{size}:{tweak}:{path.name}:{path.stat().st_size}"
 
     @torch.inference_mode()
     def encode(self, rgb: np.ndarray) -> Entry:
