@@ -6,6 +6,7 @@ What the model emits and what CVAT sees come from the same file, so they cannot 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,19 @@ class Label:
             sublabels=tuple(cls.from_spec(s) for s in item.get("sublabels", ())),
             svg=item.get("svg"),
         )
+
+    def edges(self) -> list[tuple[str, str]]:
+        """A skeleton's edges from its ``svg``, as pairs of sublabel names (CVAT's node ids → label names)."""
+        if not self.svg:
+            return []
+        names = {}
+        for circle in re.findall(r"<circle[^>]*>", self.svg):
+            node = re.search(r'data-node-id="(\d+)"', circle)
+            name = re.search(r'data-label-name="([^"]*)"', circle)
+            if node and name:
+                names[node.group(1)] = name.group(1)
+        pairs = re.findall(r'data-node-from="(\d+)"[^>]*data-node-to="(\d+)"', self.svg)
+        return [(names[a], names[b]) for a, b in pairs if a in names and b in names]
 
 
 @dataclass(frozen=True)

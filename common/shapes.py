@@ -73,6 +73,13 @@ def keypoint(label: str, xy: Sequence[float], outside: bool = False,
             **_attributes(attributes)}
 
 
+def image_keypoint(label: str, xy: Sequence[float], width: int, height: int, visible: bool = True) -> dict:
+    """A skeleton element for a predicted point: clamped into the image, ``outside`` when off it or not visible."""
+    x, y = float(xy[0]), float(xy[1])
+    inside = 0 <= x <= width and 0 <= y <= height
+    return keypoint(label, (min(max(x, 0.0), width), min(max(y, 0.0), height)), outside=not (inside and visible))
+
+
 def skeleton(label: str, elements: list[dict], confidence: float | None = None,
              attributes: Mapping[str, object] | None = None) -> dict:
     """``elements`` are :func:`keypoint` dicts, one per sublabel of the skeleton label."""

@@ -25,7 +25,10 @@ class WeightsError(UnavailableError):
 class Weights:
     filename: str
     url: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None  # the full digest, or a prefix of at least 8 hex digits (torch.hub's file names)
+
+    def matches(self, digest: str) -> bool:
+        return self.sha256 is None or digest.startswith(self.sha256.lower())
 
 
 def cache_dir() -> Path:
@@ -58,7 +61,7 @@ def resolve(weights: Weights, env_var: str = "MODEL_PATH", timeout: float = 60.0
         if path.is_file():
             return path
     cached = cache_dir() / weights.filename
-    if cached.is_file() and (weights.sha256 is None or sha256_of(cached) == weights.sha256):
+    if cached.is_file() and weights.matches(sha256_of(cached)):
         return cached
     where = f"set {env_var} to the file, or MODELS_DIR to a folder that holds {weights.filename}"
     if not weights.url:
@@ -78,7 +81,7 @@ def download(weights: Weights, target: Path, timeout: float) -> Path:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
-        if weights.sha256 and digest.hexdigest() != weights.sha256:
+        if not weights.matches(digest.hexdigest()):
             raise ValueError(f"checksum mismatch: got sha256 {digest.hexdigest()}, expected {weights.sha256}")
         os.replace(tmp_name, target)
     finally:

@@ -77,3 +77,20 @@ def test_invoke_reports_http_errors(models_dir, tmp_path):
                             text=True, timeout=180)
     assert result.returncode == 1
     assert "not an image" in json.loads(result.stdout)["error"] and "HTTP 400" in result.stderr
+
+
+def test_draw_joins_skeleton_points_along_the_specs_edges():
+    from common import shapes
+    from common.labels import Labels
+    from tools.draw import draw_reply
+
+    labels = Labels.from_function_yaml(ROOT / "functions" / "opencv" / "shiqiyu" / "yunet" / "nuclio" / "function.yaml")
+    elements = [shapes.keypoint(name, xy) for name, xy in [("right eye", (40, 40)), ("left eye", (160, 40)),
+                                                             ("nose tip", (100, 100)), ("right mouth corner", (60, 160)),
+                                                             ("left mouth corner", (140, 160))]]
+    reply = [shapes.skeleton("face landmarks", elements, 0.9)]
+    black = np.zeros((200, 200, 3), np.uint8)
+    with_edges = draw_reply(black, reply, labels).sum(axis=2) > 0
+    without = draw_reply(black, reply).sum(axis=2) > 0
+    assert with_edges[160, 100] and not without[160, 100]  # midpoint of the mouth-corner edge
+    assert with_edges[70, 70] and not without[70, 70]  # on the right eye - nose edge

@@ -109,6 +109,7 @@ def cmd_invoke(args) -> int:
             if not runtime.wait_ready(args.timeout):
                 print(f"{runtime.name} did not start: {runtime.message}", file=sys.stderr)
                 return 1
+            spec = runtime.config.annotations.get("spec")
             body = build_request(runtime.config.kind, image_b64, args.threshold, extra)
             reply = runtime.invoke(json.dumps(body).encode(), "application/json", {})
             status, payload = reply["status"], reply["body"]
@@ -118,7 +119,8 @@ def cmd_invoke(args) -> int:
         dashboard = args.dashboard.rstrip("/")
         try:
             with urllib.request.urlopen(f"{dashboard}/api/functions/{args.target}", timeout=10) as response:
-                kind = json.load(response)["metadata"]["annotations"]["type"]
+                annotations = json.load(response)["metadata"]["annotations"]
+                kind, spec = annotations["type"], annotations.get("spec")
         except (urllib.error.URLError, KeyError, ValueError) as exc:
             print(f"cannot describe {args.target} at {dashboard}: {exc}", file=sys.stderr)
             return 1
@@ -143,9 +145,11 @@ def cmd_invoke(args) -> int:
         import cv2
 
         from common.image import RequestImage
+        from common.labels import Labels
         from .draw import draw_reply
 
-        cv2.imwrite(args.draw, draw_reply(RequestImage(image_bytes).rgb, reply))
+        labels = Labels.from_spec(json.loads(spec)) if spec else None
+        cv2.imwrite(args.draw, draw_reply(RequestImage(image_bytes).rgb, reply, labels))
         print(f"drawn to {args.draw}", file=sys.stderr)
     return 0
 

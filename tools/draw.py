@@ -7,6 +7,7 @@ import hashlib
 import cv2
 import numpy as np
 
+from common.labels import Labels
 from common.shapes import from_cvat_mask, from_cvat_rle
 
 
@@ -36,7 +37,15 @@ def _points(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1, 2)
 
 
-def draw_shape(canvas: np.ndarray, shape: dict, tag_row: int = 0) -> None:
+def _draw_edges(canvas: np.ndarray, elements: list[dict], edges: list[tuple[str, str]], color) -> None:
+    visible = {e.get("label"): e["points"][:2] for e in elements if not e.get("outside")}
+    for a, b in edges:
+        if a in visible and b in visible:
+            (x1, y1), (x2, y2) = visible[a], visible[b]
+            cv2.line(canvas, (int(x1), int(y1)), (int(x2), int(y2)), color, 2, cv2.LINE_AA)
+
+
+def draw_shape(canvas: np.ndarray, shape: dict, tag_row: int = 0, labels: Labels | None = None) -> None:
     label = str(shape.get("label", ""))
     color = color_for(label or shape.get("type", ""))
     kind = shape.get("type", "rectangle")
@@ -68,6 +77,9 @@ def draw_shape(canvas: np.ndarray, shape: dict, tag_row: int = 0) -> None:
     elif kind == "skeleton":
         elements = shape.get("elements") or []
         visible = [e for e in elements if not e.get("outside")]
+        spec_label = labels.by_name.get(label) if labels is not None else None
+        if spec_label is not None:
+            _draw_edges(canvas, elements, spec_label.edges(), color)
         for e in visible:
             x, y = e["points"][:2]
             cv2.circle(canvas, (int(x), int(y)), 4, color_for(e.get("label", "")), -1, cv2.LINE_AA)
@@ -80,8 +92,11 @@ def draw_shape(canvas: np.ndarray, shape: dict, tag_row: int = 0) -> None:
         _caption(canvas, text, anchor, color)
 
 
-def draw_reply(rgb: np.ndarray, reply) -> np.ndarray:
-    """A BGR image with the reply drawn: detector lists, interactor/tracker ``shapes``, full ``mask``."""
+def draw_reply(rgb: np.ndarray, reply, labels: Labels | None = None) -> np.ndarray:
+    """A BGR image with the reply drawn: detector lists, interactor/tracker ``shapes``, full ``mask``.
+
+    With the function's ``labels``, skeletons are drawn with the edges of their spec's svg.
+    """
     canvas = np.ascontiguousarray(rgb[:, :, ::-1]).copy()
     if isinstance(reply, list):
         shapes = reply
@@ -96,7 +111,7 @@ def draw_reply(rgb: np.ndarray, reply) -> np.ndarray:
     tags = 0
     for shape in shapes:
         if isinstance(shape, dict):
-            draw_shape(canvas, shape, tags)
+            draw_shape(canvas, shape, tags, labels)
             tags += shape.get("type") == "tag"
         elif isinstance(shape, list) and len(shape) >= 4:  # legacy tracker: bare points
             draw_shape(canvas, {"type": "rectangle" if len(shape) == 4 else "polygon", "points": shape})

@@ -1,6 +1,6 @@
-"""Randomly initialised checkpoints of the real SAM and SAM 2 architectures, for tests and benchmarks.
+"""Randomly initialised checkpoints of the real SAM, SAM 2 and torchvision detection architectures.
 
-No SAM-family weights can be downloaded here, but the functions' loading code, request handling and
+For tests and benchmarks: no SAM-family or torchvision weights can be downloaded here, but the functions' loading code, request handling and
 timings do not depend on the weights' values. These builders use the packages' own model classes and save
 checkpoints in the official layouts, which the functions then load through ``MODEL_PATH``.
 
@@ -47,3 +47,16 @@ def sam2_checkpoint(path: Path, config: str = "configs/sam2.1/sam2.1_hiera_t.yam
     model = build_sam2(config, None, device="cpu", hydra_overrides_extra=list(overrides or []))
     torch.save({"model": model.state_dict()}, path)
     return Path(path)
+
+
+def torchvision_checkpoint(path: Path, builder, seed: int = 0, **arguments) -> Path:
+    """A torchvision detection model's state dict (the official files' layout) with random weights.
+
+    ``builder`` is e.g. ``torchvision.models.detection.maskrcnn_resnet50_fpn_v2``; ``arguments`` such as
+    ``num_classes`` go to it.
+    """
+    torch.manual_seed(seed)
+    model = builder(weights=None, weights_backbone=None, **arguments)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path

@@ -62,10 +62,7 @@ class ModelHandler(BaseHandler):
             x, y, w, h, score = *face[:4], float(face[14])
             box = np.clip([x, y, x + w, y + h], 0, [width, height, width, height])
             results.append(shapes.rectangle(FACE, box, score))
-            elements = []
-            for name, (px, py) in zip(self.landmark_names, face[4:14].reshape(5, 2)):
-                inside = 0 <= px <= width and 0 <= py <= height
-                elements.append(shapes.keypoint(name, (min(max(px, 0), width), min(max(py, 0), height)),
-                                                outside=not inside))
+            elements = [shapes.image_keypoint(name, xy, width, height)
+                        for name, xy in zip(self.landmark_names, face[4:14].reshape(5, 2))]
             results.append(shapes.skeleton(LANDMARKS, elements, score))
         return results

@@ -1,0 +1,121 @@
+"""torchvision's COCO detectors (Faster R-CNN, RetinaNet, Mask R-CNN, Keypoint R-CNN) behind one handler.
+
+A function subclasses :class:`TorchvisionDetector`, names the torchvision builder and its official weights,
+and overrides :meth:`TorchvisionDetector.shape` when a detection is more than a box. The model is built with
+``weights=None`` (no download inside torchvision) and then loads the checkpoint found by
+:func:`common.weights.resolve`, with ``torch.load(weights_only=True)``.
+
+Environment:
+
+- ``MIN_SCORE``: the model's own score floor (default 0.05, torchvision's); a request threshold below it
+  acts as this value.
+- ``DETECTIONS_PER_IMAGE``: at most this many detections (default 100).
+- ``MIN_SIZE`` / ``MAX_SIZE``: the model's internal resize (defaults 800 / 1333, torchvision's); smaller is
+  faster on a CPU and less accurate for small objects.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from . import shapes, weights
+from .backends import torch_device
+from .entry import ModelHandler
+from .request import DetectorRequest
+
+Output = dict[str, np.ndarray]  # one image's detections: boxes (N, 4), labels (N,), scores (N,), ...
+
+
+def official_weights(entry: Any) -> weights.Weights:
+    """A torchvision weights enum member as :class:`~common.weights.Weights`.
+
+    torchvision's file names end with the first hex digits of the file's SHA-256, which the download checks.
+    """
+    filename = posixpath.basename(entry.url)
+    digest = filename.rsplit(".", 1)[0].rsplit("-", 1)[-1]
+    return weights.Weights(filename, url=entry.url, sha256=digest)
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+class TorchvisionDetector(ModelHandler):
+    """A torchvision detection model: image in, one shape per detection above the request's threshold."""
+
+    kind = "detector"
+    builder: ClassVar[Callable[..., torch.nn.Module]]
+    checkpoint: ClassVar[weights.Weights]
+    num_classes: ClassVar[int] = 91
+    score_argument: ClassVar[str] = "box_score_thresh"  # RetinaNet calls it score_thresh
+    detections_argument: ClassVar[str] = "box_detections_per_img"  # RetinaNet: detections_per_img
+
+    def __init__(self, context=None):
+        super().__init__(context)
+        self.device = torch_device()
+        self.model = self.load(weights.resolve(self.checkpoint))
+
+    def model_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``builder`` besides the weights (override to add model-specific ones)."""
+        return {
+            "num_classes": self.num_classes,
+            self.score_argument: _env_float("MIN_SCORE", 0.05),
+            self.detections_argument: _env_int("DETECTIONS_PER_IMAGE", 100),
+            "min_size": _env_int("MIN_SIZE", 800),
+            "max_size": _env_int("MAX_SIZE", 1333),
+        }
+
+    def load(self, path) -> torch.nn.Module:
+        model = type(self).builder(weights=None, weights_backbone=None, **self.model_arguments())
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as exc:
+            raise weights.WeightsError(
+                f"{path} is not a {self.checkpoint.filename}-compatible checkpoint ({str(exc).splitlines()[0]})"
+            ) from None
+        return model.eval().to(self.device)
+
+    @torch.inference_mode()
+    def predict(self, rgb: np.ndarray) -> Output:
+        """The model's detections for one H×W×3 uint8 RGB image, as NumPy arrays in image pixels."""
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float().div_(255)
+        output = self.model([tensor])[0]
+        return {key: value.cpu().numpy() for key, value in output.items()}
+
+    def label_name(self, class_id: int) -> str | None:
+        """The spec's label for a model class index (the spec's ids are torchvision's indices)."""
+        label = self.labels.by_id.get(int(class_id))
+        return None if label is None else label.name
+
+    def shape(self, label: str, output: Output, index: int, width: int, height: int) -> dict | None:
+        """The CVAT shape of detection ``index`` (a rectangle here); None drops it."""
+        box = np.clip(output["boxes"][index], 0, [width, height, width, height])
+        return shapes.rectangle(label, box, float(output["scores"][index]))
+
+    def to_shapes(self, output: Output, threshold: float, width: int, height: int) -> list[dict]:
+        """Detections with score ≥ ``threshold`` and a label in the spec, best first."""
+        results = []
+        for index in np.argsort(-output["scores"], kind="stable"):
+            label = self.label_name(output["labels"][index])
+            if output["scores"][index] < threshold or label is None:
+                continue
+            shape = self.shape(label, output, int(index), width, height)
+            if shape is not None:
+                results.append(shape)
+        return results
+
+    def __call__(self, request: DetectorRequest) -> list[dict]:
+        width, height = request.image.size
+        return self.to_shapes(self.predict(request.image.rgb), request.threshold, width, height)
