@@ -8,6 +8,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,21 @@ def http(method: str, url: str, body=None, headers: dict | None = None, timeout:
         return status, reply_headers, payload
 
 
+@contextmanager
+def running(*paths, timeout: float = 120):
+    """A Harness over some function folders, ready, for a ``with`` block (module-scoped fixtures use it)."""
+    from tools.config import find_configs
+    from tools.harness import Harness
+
+    harness = Harness(find_configs(list(paths)), port=0)
+    harness.start()
+    try:
+        assert harness.wait_ready(timeout), {n: f.message for n, f in harness.functions.items()}
+        yield harness
+    finally:
+        harness.stop()
+
+
 @pytest.fixture
 def serve():
     """Start a Harness over some function folders; stopped at teardown."""
@@ -91,6 +107,21 @@ def serve():
 def function_url(harness, name: str | None = None) -> str:
     runtime = harness.functions[name] if name else next(iter(harness.functions.values()))
     return f"http://127.0.0.1:{runtime.http_port}/"
+
+
+def detect(harness, image: str, **extra) -> list:
+    """A detector request over HTTP that must answer 200; its reply."""
+    status, _, reply = http("POST", function_url(harness), {"image": image, **extra})
+    assert status == 200, reply
+    return reply
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two (xtl, ytl, xbr, ybr) boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def dashboard_url(harness) -> str:

@@ -94,3 +94,14 @@ def test_draw_joins_skeleton_points_along_the_specs_edges():
     without = draw_reply(black, reply).sum(axis=2) > 0
     assert with_edges[160, 100] and not without[160, 100]  # midpoint of the mouth-corner edge
     assert with_edges[70, 70] and not without[70, 70]  # on the right eye - nose edge
+
+
+def test_draw_lists_recognised_text_beside_the_image():
+    from common import shapes
+    from tools.draw import draw_reply
+
+    reply = [shapes.polygon("text", [10, 10, 90, 10, 90, 30, 10, 30], 0.9, {"text": "hello"})]
+    drawn = draw_reply(np.zeros((60, 100, 3), np.uint8), reply)
+    assert drawn.shape[0] == 60 and drawn.shape[1] > 100
+    panel = drawn[:, 100:]
+    assert (panel < 128).any() and (panel == 255).mean() > 0.8  # dark writing on a white panel

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, b64_file, function_url, http
+from tests.conftest import ROOT, b64_file, detect, iou, running
 
 YUNET = ROOT / "functions" / "opencv" / "shiqiyu" / "yunet" / "nuclio"
 FACES = {"astronaut.png": (175, 60, 275, 180), "grace_hopper.png": (175, 125, 355, 335)}  # xtl, ytl, xbr, ybr
@@ -16,27 +16,8 @@ FACES = {"astronaut.png": (175, 60, 275, 180), "grace_hopper.png": (175, 125, 35
 
 @pytest.fixture(scope="module")
 def yunet(models_dir):
-    from tools.config import find_configs
-    from tools.harness import Harness
-
-    harness = Harness(find_configs([YUNET]), port=0)
-    harness.start()
-    assert harness.wait_ready(120), {n: f.message for n, f in harness.functions.items()}
-    yield harness
-    harness.stop()
-
-
-def detect(harness, image: str, **extra) -> list[dict]:
-    status, _, reply = http("POST", function_url(harness), {"image": image, **extra})
-    assert status == 200, reply
-    return reply
-
-
-def iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    with running(YUNET) as harness:
+        yield harness
 
 
 @pytest.mark.parametrize("name", sorted(FACES))

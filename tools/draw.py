@@ -45,14 +45,22 @@ def _draw_edges(canvas: np.ndarray, elements: list[dict], edges: list[tuple[str,
             cv2.line(canvas, (int(x1), int(y1)), (int(x2), int(y2)), color, 2, cv2.LINE_AA)
 
 
-def draw_shape(canvas: np.ndarray, shape: dict, tag_row: int = 0, labels: Labels | None = None) -> None:
-    label = str(shape.get("label", ""))
-    color = color_for(label or shape.get("type", ""))
-    kind = shape.get("type", "rectangle")
-    text = label + (f" {float(shape['confidence']):.2f}" if "confidence" in shape else "")
+def describe(shape: dict) -> str:
+    """Label, confidence and attributes as one line."""
+    text = str(shape.get("label", "")) + (f" {float(shape['confidence']):.2f}" if "confidence" in shape else "")
     for attr in shape.get("attributes") or []:
         if "name" in attr:
             text += f" {attr['name']}={attr.get('value')}"
+    return text
+
+
+def draw_shape(canvas: np.ndarray, shape: dict, tag_row: int = 0, labels: Labels | None = None,
+               caption: str | None = None) -> None:
+    """Draw one shape; ``caption`` replaces the default label/confidence/attributes caption."""
+    label = str(shape.get("label", ""))
+    color = color_for(label or shape.get("type", ""))
+    kind = shape.get("type", "rectangle")
+    text = describe(shape) if caption is None else caption
     height, width = canvas.shape[:2]
     pts = _points(shape.get("points") or []) if kind not in ("mask", "skeleton", "tag") else None
     if kind == "rectangle":
@@ -108,11 +116,28 @@ def draw_reply(rgb: np.ndarray, reply, labels: Labels | None = None) -> np.ndarr
         shapes = reply.get("shapes") or []
     else:
         shapes = []
-    tags = 0
+    tags, notes = 0, []
     for shape in shapes:
         if isinstance(shape, dict):
-            draw_shape(canvas, shape, tags, labels)
+            caption = None
+            if any(a.get("name") == "text" for a in shape.get("attributes") or []):
+                notes.append(f"{len(notes) + 1}: {describe(shape)}")  # recognised text goes beside the image
+                caption = str(len(notes))
+            draw_shape(canvas, shape, tags, labels, caption)
             tags += shape.get("type") == "tag"
         elif isinstance(shape, list) and len(shape) >= 4:  # legacy tracker: bare points
             draw_shape(canvas, {"type": "rectangle" if len(shape) == 4 else "polygon", "points": shape})
-    return canvas
+    return _with_notes(canvas, notes) if notes else canvas
+
+
+def _with_notes(canvas: np.ndarray, notes: list[str]) -> np.ndarray:
+    """The canvas with a white panel on its right listing ``notes`` one per line."""
+    scale, row = 0.5, 20
+    width = max(cv2.getTextSize(n, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for n in notes) + 16
+    height = max(canvas.shape[0], row * len(notes) + 10)
+    panel = np.full((height, width, 3), 255, np.uint8)
+    for i, note in enumerate(notes):
+        cv2.putText(panel, note, (8, row * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    padded = np.zeros((height,) + canvas.shape[1:], np.uint8)
+    padded[:canvas.shape[0]] = canvas
+    return np.hstack([padded, panel])

@@ -1,0 +1,54 @@
+"""PP-OCR text detection and recognition (RapidOCR's ONNX export of PaddleOCR's PP-OCRv4 models).
+
+One 4-point ``text`` polygon per detected text line, with the recognised string in its ``text`` attribute
+and the recognition confidence. The request's threshold is the minimum recognition confidence; boxes the
+detector itself is unsure of are dropped below ``BOX_THRESHOLD`` (default 0.5).
+
+The ``rapidocr-onnxruntime`` wheel ships the three ONNX models (detector, direction classifier,
+recogniser), so nothing is downloaded. It runs on ONNX Runtime's CUDA provider when ``ORT_PROVIDERS``
+(or the installed onnxruntime) offers it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from common import shapes
+from common.backends import num_threads, ort_providers
+from common.entry import ModelHandler as BaseHandler
+from common.request import DetectorRequest, parse_detector
+
+TEXT = "text"
+DEFAULT_THRESHOLD = 0.5  # RapidOCR's own default text score
+
+
+class ModelHandler(BaseHandler):
+    kind = "detector"
+    function_dir = Path(__file__).resolve().parent
+
+    def __init__(self, context=None):
+        super().__init__(context)
+        from rapidocr_onnxruntime import RapidOCR
+
+        cuda = "CUDAExecutionProvider" in ort_providers()
+        self.engine = RapidOCR(det_use_cuda=cuda, cls_use_cuda=cuda, rec_use_cuda=cuda,
+                               intra_op_num_threads=num_threads() or -1)
+        self.box_threshold = float(os.environ.get("BOX_THRESHOLD", "0.5"))
+        self.unclip_ratio = float(os.environ.get("UNCLIP_RATIO", "1.6"))
+
+    def parse(self, body) -> DetectorRequest:
+        return parse_detector(body, default_threshold=DEFAULT_THRESHOLD)
+
+    def read(self, rgb: np.ndarray, threshold: float) -> list[tuple[np.ndarray, str, float]]:
+        """(4×2 corners in image pixels, text, confidence) per text line, top to bottom."""
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        lines, _ = self.engine(bgr, box_thresh=self.box_threshold, unclip_ratio=self.unclip_ratio,
+                               text_score=threshold)
+        return [(np.asarray(box, dtype=np.float64), str(text), float(score)) for box, text, score in lines or []]
+
+    def __call__(self, request: DetectorRequest) -> list[dict]:
+        return [shapes.polygon(TEXT, box, score, attributes={TEXT: text})
+                for box, text, score in self.read(request.image.rgb, request.threshold) if text.strip()]
