@@ -182,7 +182,7 @@ def lint_trigger(spec: dict) -> list[str]:
                         f"(base64 images are large), got {size!r}")
     timeout = trigger.get("workerAvailabilityTimeoutMilliseconds")
     if timeout is not None and (not isinstance(timeout, int) or timeout < 0):
-        problems.append(f"http trigger: workerAvailabilityTimeoutMilliseconds must be a non-negative integer")
+        problems.append("http trigger: workerAvailabilityTimeoutMilliseconds must be a non-negative integer")
     return problems
 
 
