@@ -94,8 +94,11 @@ def cmd_bench(args) -> int:
     body = json.dumps(body_dict).encode()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
           f"image {args.image} ({len(image)} bytes); {args.n} requests each")
-    for backend in args.backends.split(","):
-        os.environ["INFERENCE_BACKEND"] = backend
+    (config,) = find_configs([folder])
+    onnx = "INFERENCE_BACKEND" in config.env  # ONNX functions pick a backend; others have one way to run
+    for backend in args.backends.split(",") if onnx else ["default"]:
+        if onnx:
+            os.environ["INFERENCE_BACKEND"] = backend
         handler = load_handler(folder)
         results = {"http": bench_http(folder, body, args.n)}
         results["handler"] = timed(lambda: handler(handler.parse(json.loads(body))), args.n)
