@@ -36,10 +36,30 @@ class OnnxModel(Protocol):
     def __call__(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
+def free_spatial_dims(path: str | Path) -> bytes:
+    """An ONNX model exported at one input size, with the height and width of its inputs and outputs made free.
+
+    For fully convolutional models (e.g. a Siamese tracker's backbone, run on 127- and 255-pixel crops).
+    Intermediate shapes recorded at export are dropped; ONNX Runtime infers them again.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for i, value in enumerate(list(model.graph.input) + list(model.graph.output)):
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in ((2, "height"), (3, "width")):
+            if len(dims) == 4:
+                dims[axis].ClearField("dim_value")
+                dims[axis].dim_param = f"{name}{i}"
+    del model.graph.value_info[:]
+    return model.SerializeToString()
+
+
 class OrtModel:
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, providers: Sequence[str] | None = None, threads: int | None = None):
+    def __init__(self, path: Path | bytes, providers: Sequence[str] | None = None, threads: int | None = None):
+        """``path`` is an ONNX file or a serialised model."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -47,7 +67,8 @@ class OrtModel:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=list(providers or ort_providers()))
+        model = path if isinstance(path, bytes) else str(path)
+        self.session = ort.InferenceSession(model, options, providers=list(providers or ort_providers()))
         self.providers = self.session.get_providers()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_shapes = [list(i.shape) for i in self.session.get_inputs()]

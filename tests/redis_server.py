@@ -1,52 +1,47 @@
-"""A private redis-server on a free loopback port, for tests (the real server, never a mock)."""
+"""The tests' real redis-server (tools/redis_server.py); a missing binary fails the test loudly."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import time
+import threading
+from contextlib import contextmanager
 
 import pytest
-import redis
+
+from tools import redis_server
+from tools.redis_server import free_port
+
+__all__ = ["RedisServer", "free_port", "hung_redis"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class RedisServer(redis_server.RedisServer):
+    def __init__(self, port: int | None = None):
+        try:
+            super().__init__(port)
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc))
 
 
-class RedisServer:
+@contextmanager
+def hung_redis():
+    """The Redis variables of a server that accepts connections and never answers (``_TIMEOUT`` 0.3 s)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    try:
+        yield {"CVAT_FUNCTIONS_REDIS_HOST": "127.0.0.1", "CVAT_FUNCTIONS_REDIS_PORT": str(listener.getsockname()[1]),
+               "CVAT_FUNCTIONS_REDIS_TIMEOUT": "0.3"}
+    finally:
+        listener.close()
+
+
+class Clock:
+    """A settable clock for expiry tests."""
+
     def __init__(self):
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
-            pytest.fail("redis-server is not installed: tools/fn installs the Debian package redis-server; "
-                        "install it by hand where that is not possible")
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
+        self.now = 1000.0
 
-    def start(self) -> "RedisServer":
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return self
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2)
-
-    def env(self) -> dict[str, str]:
-        return {"CVAT_FUNCTIONS_REDIS_HOST": "127.0.0.1", "CVAT_FUNCTIONS_REDIS_PORT": str(self.port)}
+    def __call__(self) -> float:
+        return self.now

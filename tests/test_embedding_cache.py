@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import numpy as np
@@ -14,15 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 from common import arrays, embedding_cache, redis_client
 from common.embedding_cache import Entry, MemoryCache, RedisCache, TieredCache
-from tests.redis_server import free_port
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.redis_server import Clock, free_port, hung_redis
 
 
 def entry(nbytes: int, value: float = 1.0) -> Entry:
@@ -164,22 +154,13 @@ def test_redis_down_costs_one_try_then_backs_off():
 
 def test_a_hung_redis_times_out_quickly():
     """A server that accepts connections and never answers must not hold the caller."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
-    try:
-        env = {"CVAT_FUNCTIONS_REDIS_HOST": "127.0.0.1", "CVAT_FUNCTIONS_REDIS_PORT": str(listener.getsockname()[1]),
-               "CVAT_FUNCTIONS_REDIS_TIMEOUT": "0.3"}
+    with hung_redis() as env:
         warnings: list[str] = []
         cache = RedisCache(redis_client.from_env(env), 60, warnings.append)
         started = time.monotonic()
         assert cache.get("k") is None
         assert time.monotonic() - started < 2
         assert "Timeout" in warnings[0]
-    finally:
-        listener.close()
 
 
 def test_tiered_cache_fills_the_local_tier_from_redis(redis_server):

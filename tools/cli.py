@@ -21,6 +21,29 @@ DEFAULT_DASHBOARD = "http://localhost:8070"
 
 # ---------------------------------------------------------------- serve
 
+def embedded_redis(configs) -> "RedisServer | None":
+    """Unless a Redis is configured, a private redis-server for the served functions (its address goes into
+    the environment the workers inherit). Without the binary, trackers keep state in memory with one worker."""
+    from .redis_server import RedisServer
+
+    if os.environ.get("CVAT_FUNCTIONS_REDIS_HOST"):
+        print(f"Redis: {os.environ['CVAT_FUNCTIONS_REDIS_HOST']} (CVAT_FUNCTIONS_REDIS_HOST)", flush=True)
+        return None
+    try:
+        server = RedisServer(maxmemory=os.environ.get("FN_REDIS_MAXMEMORY", "2gb")).start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"warning: {exc}. Trackers keep their state in worker memory and run with one worker.",
+              file=sys.stderr, flush=True)
+        for config in configs:
+            if config.kind == "tracker":
+                config.worker_limit = 1
+        return None
+    os.environ.update(server.env())
+    print(f"Redis: a private redis-server on 127.0.0.1:{server.port} for tracker state and embedding caches "
+          "(set CVAT_FUNCTIONS_REDIS_HOST to use another)", flush=True)
+    return server
+
+
 def cmd_serve(args) -> int:
     from .harness import Harness
 
@@ -28,6 +51,7 @@ def cmd_serve(args) -> int:
     if not configs:
         print("no functions found", file=sys.stderr)
         return 1
+    redis_server = embedded_redis(configs)
     harness = Harness(configs, host=args.host, port=args.port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -57,6 +81,8 @@ def cmd_serve(args) -> int:
         print("some functions are not ready; see the log above", file=sys.stderr, flush=True)
     stop.wait()
     harness.stop()
+    if redis_server is not None:
+        redis_server.stop()
     return 0
 
 

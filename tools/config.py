@@ -40,6 +40,7 @@ class FunctionConfig:
 
     path: Path  # the yaml file
     config: dict = field(repr=False)
+    worker_limit: int | None = None  # set by tools/fn serve when a tracker must keep its state in one process
 
     @property
     def directory(self) -> Path:
@@ -79,7 +80,8 @@ class FunctionConfig:
     @property
     def workers(self) -> int:
         trigger = self.http_trigger
-        return max(1, int(trigger.get("numWorkers") or trigger.get("maxWorkers") or 1))
+        workers = max(1, int(trigger.get("numWorkers") or trigger.get("maxWorkers") or 1))
+        return min(workers, self.worker_limit) if self.worker_limit else workers
 
     @property
     def event_timeout(self) -> float | None:

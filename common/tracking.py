@@ -1,0 +1,52 @@
+"""The tracker protocol on top of :mod:`common.state_store`: a function implements ``start`` and ``step``.
+
+Requests come in both of CVAT's forms (cvat-protocol.md 4.5): legacy trackers get shapes as bare point
+lists, declared trackers (``supported_shape_types``) get ``{"type", "points"}`` dicts; when continuing, shapes
+are ``null`` and only ``states`` matter. The reply pairs ``shapes`` and ``states`` with the request's
+objects, in order. Each state is a token; the form the client used when the track started is remembered in
+the state, so a continuing request (shapes all ``null``) is answered in that same form.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .entry import ModelHandler
+from .image import RequestImage
+from .request import TrackedShape, TrackerRequest, parse_tracker
+from .state_store import StateStore, from_env
+
+
+class TrackerHandler(ModelHandler):
+    """Base for tracker functions. Subclasses implement :meth:`start` and :meth:`step`."""
+
+    kind = "tracker"
+    supported_shape_types: ClassVar[tuple[str, ...]] = ("rectangle",)
+    namespace: ClassVar[str] = "tracker"  # keys of different functions never collide
+
+    def __init__(self, context=None, store: StateStore | None = None):
+        super().__init__(context)
+        self.store = store or from_env(self.namespace, self.warn)
+
+    def parse(self, body) -> TrackerRequest:
+        return parse_tracker(body, self.supported_shape_types)
+
+    def start(self, image: RequestImage, shape: TrackedShape, legacy: bool) -> str:
+        """Begin a track at ``shape``; the token of its first state (``legacy`` goes into the state)."""
+        raise NotImplementedError
+
+    def step(self, image: RequestImage, token: str, what: str) -> tuple[TrackedShape, str, bool]:
+        """Continue from the state ``token`` names: the new shape, the new state's token, the legacy flag."""
+        raise NotImplementedError
+
+    def __call__(self, request: TrackerRequest) -> dict:
+        shapes, states = [], []
+        for i, shape in enumerate(request.shapes):
+            state = request.states[i] if i < len(request.states) else None
+            if state is None:  # a new track: CVAT echoes the shape it sent (as SiamMask does)
+                token, legacy = self.start(request.image, shape, request.legacy), request.legacy
+            else:  # continue; an old UI may resend the shape, which the state supersedes
+                shape, token, legacy = self.step(request.image, state, f"states[{i}]")
+            shapes.append(shape.points if legacy else {"type": shape.type, "points": shape.points})
+            states.append(token)
+        return {"shapes": shapes, "states": states}
