@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -10,8 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, http
@@ -26,11 +29,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_prints_functions_and_curl_then_invoke_by_name(models_dir, data_dir, tmp_path):
+@contextmanager
+def serving(tmp_path, *folders, env: dict | None = None):
+    """``tools/fn serve`` in a subprocess until it prints its table; yields (port, log text). Stopped with ^C."""
     port = free_port()
     log = open(tmp_path / "serve.log", "w+")
-    server = subprocess.Popen(FN + ["serve", str(YOLOX), "--port", str(port)], cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server = subprocess.Popen(FN + ["serve", *map(str, folders), "--port", str(port)], cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
         deadline = time.monotonic() + 120
         text = ""
@@ -38,6 +43,16 @@ def test_serve_prints_functions_and_curl_then_invoke_by_name(models_dir, data_di
             assert server.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(0.3)
             text = (tmp_path / "serve.log").read_text()
+        yield port, text
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+        log.close()
+    assert server.returncode == 0
+
+
+def test_serve_prints_functions_and_curl_then_invoke_by_name(models_dir, data_dir, tmp_path):
+    with serving(tmp_path, YOLOX) as (port, text):
         assert re.search(r"onnx-megvii-yolox\s+detector\s+ready\s+2\s+http://localhost:\d+/", text), text
         assert f"CVAT_NUCLIO_PORT={port}" in text and "curl -s" in text
         status, _, functions = http("GET", f"http://127.0.0.1:{port}/api/functions")
@@ -56,11 +71,6 @@ def test_serve_prints_functions_and_curl_then_invoke_by_name(models_dir, data_di
         changed = np.abs(drawn - original).sum(axis=2) > 60
         xtl, ytl, xbr, ybr = (int(v) for v in next(s for s in reply if s["label"] == "dog")["points"])
         assert changed[ytl + 20:ybr - 20, xtl].mean() > 0.8  # the dog's box edge is drawn
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(30)
-        log.close()
-    assert server.returncode == 0
 
 
 def test_invoke_a_folder_without_a_server(models_dir, data_dir):
@@ -105,3 +115,34 @@ def test_draw_lists_recognised_text_beside_the_image():
     assert drawn.shape[0] == 60 and drawn.shape[1] > 100
     panel = drawn[:, 100:]
     assert (panel < 128).any() and (panel == 255).mean() > 0.8  # dark writing on a white panel
+
+
+def test_serve_starts_a_private_redis_for_tracker_state(models_dir, tmp_path):
+    import redis
+
+    nanotrack = ROOT / "functions" / "onnx" / "honglinchu" / "nanotrack" / "nuclio"
+    env = {"CVAT_FUNCTIONS_REDIS_HOST": ""}
+    with serving(tmp_path, nanotrack, env=env) as (port, text):
+        redis_port = int(re.search(r"private redis-server on 127.0.0.1:(\d+)", text).group(1))
+        assert re.search(r"onnx-honglinchu-nanotrack\s+tracker\s+ready\s+2\s", text), text
+        image = base64.b64encode(Image.new("RGB", (64, 48), (90, 120, 30)).tobytes("jpeg", "RGB")).decode()
+        status, _, reply = http("POST", f"http://127.0.0.1:{port}/api/function_invocations",
+                                {"image": image, "shapes": [[10, 10, 40, 30]], "states": []},
+                                {"x-nuclio-function-name": "onnx-honglinchu-nanotrack"})
+        assert status == 200, reply
+        (token,) = reply["states"]
+        assert redis.Redis(port=redis_port).exists(f"cvat-functions:state:onnx-honglinchu-nanotrack:{token}")
+    with pytest.raises(redis.ConnectionError):  # stopped with the harness
+        redis.Redis(port=redis_port, socket_connect_timeout=1).ping()
+
+
+def test_without_redis_server_trackers_run_one_worker_with_a_warning(monkeypatch, tmp_path, capsys):
+    from tools.cli import embedded_redis
+    from tools.config import find_configs
+
+    monkeypatch.delenv("CVAT_FUNCTIONS_REDIS_HOST", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server binary to be found
+    configs = find_configs([ROOT / "functions" / "onnx" / "honglinchu" / "nanotrack" / "nuclio", YOLOX])
+    assert embedded_redis(configs) is None
+    assert "redis-server is not installed" in capsys.readouterr().err
+    assert {c.name: c.workers for c in configs} == {"onnx-honglinchu-nanotrack": 1, "onnx-megvii-yolox": 2}
