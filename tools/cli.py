@@ -247,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     clicks.add_argument("--gpu", action="store_true", help="use function-gpu.yaml")
     clicks.set_defaults(func=lambda a: __import__("tools.bench_clicks", fromlist=["x"]).cmd_bench_clicks(a))
 
+    tracker = sub.add_parser("bench-tracker", help="a tracker's per-frame latency, Redis vs in-process state")
+    tracker.add_argument("path", help="a tracker's function folder")
+    tracker.add_argument("--video", help="default: $TEST_DATA_DIR/video/vtest.avi")
+    tracker.add_argument("--frames", type=int, default=30, help="continuing frames")
+    tracker.add_argument("--objects", type=int, default=10, help="objects tracked together")
+    tracker.set_defaults(func=lambda a: __import__("tools.bench_tracker", fromlist=["x"]).cmd_bench_tracker(a))
+
     test = sub.add_parser("test", help="run the whole test suite (pytest arguments pass through)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)
