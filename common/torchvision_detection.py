@@ -88,11 +88,13 @@ class TorchvisionDetector(ModelHandler):
         return model.eval().to(self.device)
 
     @torch.inference_mode()
-    def predict(self, rgb: np.ndarray) -> Output:
-        """The model's detections for one H×W×3 uint8 RGB image, as NumPy arrays in image pixels."""
+    def predict(self, rgb: np.ndarray, threshold: float = 0.0) -> Output:
+        """The model's detections scoring ≥ ``threshold`` for one H×W×3 uint8 RGB image, as NumPy arrays in
+        image pixels (filtered on the device: Mask R-CNN's full-image masks are large)."""
         tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float().div_(255)
         output = self.model([tensor])[0]
-        return {key: value.cpu().numpy() for key, value in output.items()}
+        keep = output["scores"] >= threshold
+        return {key: value[keep].cpu().numpy() for key, value in output.items()}
 
     def label_name(self, class_id: int) -> str | None:
         """The spec's label for a model class index (the spec's ids are torchvision's indices)."""
@@ -118,4 +120,4 @@ class TorchvisionDetector(ModelHandler):
 
     def __call__(self, request: DetectorRequest) -> list[dict]:
         width, height = request.image.size
-        return self.to_shapes(self.predict(request.image.rgb), request.threshold, width, height)
+        return self.to_shapes(self.predict(request.image.rgb, request.threshold), request.threshold, width, height)
