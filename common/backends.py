@@ -136,3 +136,17 @@ def torch_device(preferred: str | None = None):
         torch.set_num_threads(threads)
     name = preferred or os.environ.get("TORCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def load_torch_checkpoint(model, path: str | Path, expected: str):
+    """Load a state dict into ``model`` (``torch.load`` with ``weights_only=True``: tensors only, no pickled
+    code). A file that does not fit raises :class:`~common.weights.WeightsError` naming ``expected``."""
+    import torch
+
+    from .weights import WeightsError
+
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:
+        raise WeightsError(f"{path} is not a {expected} checkpoint ({str(exc).splitlines()[0]})") from None
+    return model

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import shapes, weights
-from .backends import torch_device
+from .backends import load_torch_checkpoint, torch_device
 from .entry import ModelHandler
 from .request import DetectorRequest
 
@@ -78,13 +78,7 @@ class TorchvisionDetector(ModelHandler):
 
     def load(self, path) -> torch.nn.Module:
         model = type(self).builder(weights=None, weights_backbone=None, **self.model_arguments())
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as exc:
-            raise weights.WeightsError(
-                f"{path} is not a {self.checkpoint.filename}-compatible checkpoint ({str(exc).splitlines()[0]})"
-            ) from None
+        load_torch_checkpoint(model, path, f"{self.checkpoint.filename}-compatible")
         return model.eval().to(self.device)
 
     @torch.inference_mode()

@@ -13,15 +13,19 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ROOT, find_configs
+
+if TYPE_CHECKING:
+    from .redis_server import RedisServer
 
 DEFAULT_DASHBOARD = "http://localhost:8070"
 
 
 # ---------------------------------------------------------------- serve
 
-def embedded_redis(configs) -> "RedisServer | None":
+def embedded_redis(configs) -> RedisServer | None:
     """Unless a Redis is configured, a private redis-server for the served functions (its address goes into
     the environment the workers inherit). Without the binary, trackers keep state in memory with one worker."""
     from .redis_server import RedisServer

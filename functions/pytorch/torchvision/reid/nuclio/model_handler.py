@@ -1,0 +1,56 @@
+"""Appearance embeddings for re-identification: torchvision's ResNet-50 (ImageNet) pooled features.
+
+Each box is cropped, resized to ``REID_CROP`` (default 128x256, width x height: the person shape), normalised
+with ImageNet's statistics, and embedded as the network's 2048 pooled features. These are generic image
+features, not trained for person re-identification; with CVAT's ``max_distance`` they associate boxes
+between consecutive frames well. Matching is in :mod:`common.reid`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torchvision.models import ResNet50_Weights, resnet50
+
+from common import weights
+from common.backends import load_torch_checkpoint, torch_device
+from common.reid import ReidHandler
+from common.request import ReidBox
+from common.torchvision_detection import official_weights
+
+CHECKPOINT = official_weights(ResNet50_Weights.IMAGENET1K_V2)
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+class ModelHandler(ReidHandler):
+    function_dir = Path(__file__).resolve().parent
+
+    def __init__(self, context=None):
+        super().__init__(context)
+        self.device = torch_device()
+        model = load_torch_checkpoint(resnet50(weights=None), weights.resolve(CHECKPOINT), "ResNet-50")
+        model.fc = torch.nn.Identity()
+        self.model = model.eval().to(self.device)
+        width, height = (int(v) for v in os.environ.get("REID_CROP", "128x256").lower().split("x"))
+        self.crop_size = (width, height)
+
+    def crops(self, rgb: np.ndarray, boxes: list[ReidBox]) -> np.ndarray:
+        """(N, 3, H, W) normalised float32 crops of the boxes (at least one pixel each)."""
+        out = []
+        height, width = rgb.shape[:2]
+        for box in boxes:
+            x1, y1 = min(int(box.box[0]), width - 1), min(int(box.box[1]), height - 1)
+            x2, y2 = max(int(np.ceil(box.box[2])), x1 + 1), max(int(np.ceil(box.box[3])), y1 + 1)
+            crop = cv2.resize(rgb[y1:y2, x1:x2], self.crop_size, interpolation=cv2.INTER_LINEAR)
+            out.append(((crop.astype(np.float32) - MEAN) / STD).transpose(2, 0, 1))
+        return np.stack(out)
+
+    @torch.inference_mode()
+    def embed(self, rgb: np.ndarray, boxes: list[ReidBox]) -> np.ndarray:
+        batch = torch.from_numpy(self.crops(rgb, boxes)).to(self.device)
+        return self.model(batch).float().cpu().numpy()
