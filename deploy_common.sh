@@ -152,6 +152,10 @@ deploy_main() {
     else
       extra+=(--registry "$REGISTRY" --run-registry "${RUN_REGISTRY:-$REGISTRY}")
     fi
+    if [ -z "${CVAT_FUNCTIONS_REDIS_HOST:-}" ] && grep -Eq '^[[:space:]]+type:[[:space:]]*tracker[[:space:]]*$' "$dir/$YAML_NAME"; then
+      echo "warning: $name is a tracker and CVAT_FUNCTIONS_REDIS_HOST is not set: its states will live in each" \
+        "worker's memory, which works only with one worker and one replica (see the README's Trackers section)" >&2
+    fi
     for var in CVAT_FUNCTIONS_REDIS_HOST CVAT_FUNCTIONS_REDIS_PORT CVAT_FUNCTIONS_REDIS_PASSWORD; do
       if [ -n "${!var:-}" ]; then extra+=(--env "$var=${!var}"); fi
     done

@@ -199,3 +199,13 @@ def test_every_staged_function_imports_like_nuclio_would(script, tmp_path):
         ran = subprocess.run([sys.executable, "-c", check, str(folder)], cwd=folder, env=env,
                              capture_output=True, text=True, timeout=120)
         assert ran.returncode == 0, f"{folder.name}: {ran.stderr[-2000:]}"
+
+
+def test_a_tracker_without_redis_is_deployed_with_a_warning():
+    nanotrack = ROOT / "functions" / "onnx" / "honglinchu" / "nanotrack"
+    result = deploy("deploy_cpu.sh", "--dry-run", nanotrack)
+    assert result.returncode == 0, result.stderr
+    assert "onnx-honglinchu-nanotrack is a tracker and CVAT_FUNCTIONS_REDIS_HOST is not set" in result.stderr
+    result = deploy("deploy_cpu.sh", "--dry-run", nanotrack, env={"CVAT_FUNCTIONS_REDIS_HOST": "cvat_redis_ondisk"})
+    assert result.returncode == 0 and "is a tracker" not in result.stderr
+    assert "--env CVAT_FUNCTIONS_REDIS_HOST=cvat_redis_ondisk" in result.stdout + result.stderr

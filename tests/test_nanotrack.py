@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import time
 
 import cv2
 import numpy as np
@@ -221,8 +222,6 @@ def test_expired_states_are_410(models_dir, serve, scene, redis_server, monkeypa
     harness = serve(NANOTRACK)
     images, truth = scene
     states = call(harness, {"image": images[0], "shapes": [list(truth[0])], "states": []})["states"]
-    import time
-
     time.sleep(2.1)
     assert "expired" in call(harness, {"image": images[1], "shapes": [None], "states": states}, 410)["error"]
 
