@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar
 import nuclio_sdk
 
 from .errors import FunctionError, RequestError
-from .labels import Labels
+from .labels import Labels, read_config, spec_of
 from .request import PARSERS
 
 JSON = "application/json"
@@ -55,10 +55,15 @@ class ModelHandler:
         self.context = context
 
     @cached_property
-    def labels(self) -> Labels:
+    def config(self) -> dict:
+        """The function's own ``function.yaml`` (what CVAT and Nuclio read too)."""
         if self.function_dir is None:
             raise RuntimeError(f"{type(self).__name__}.function_dir is not set")
-        return Labels.from_function_yaml(Path(self.function_dir) / "function.yaml")
+        return read_config(Path(self.function_dir) / "function.yaml")
+
+    @cached_property
+    def labels(self) -> Labels:
+        return Labels.from_spec(spec_of(self.config))
 
     def warn(self, message: str) -> None:
         """A warning in the function's log (Nuclio's logger when running under it)."""

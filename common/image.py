@@ -130,6 +130,12 @@ class RequestImage:
         return array
 
 
+    @cached_property
+    def mean_color(self) -> np.ndarray:
+        """The per-channel mean of :attr:`rgb` (float32 R, G, B), computed once per image."""
+        return self.rgb.reshape(-1, 3).mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
 def _exif_orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(0x0112, 1)

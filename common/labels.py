@@ -99,13 +99,18 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
-def read_spec(path: str | Path) -> list[dict]:
-    """``metadata.annotations.spec`` parsed as JSON; empty or missing means no labels (as CVAT reads it)."""
-    annotations = (read_config(path).get("metadata") or {}).get("annotations") or {}
+def spec_of(config: dict, where: str | Path = "function.yaml") -> list[dict]:
+    """``metadata.annotations.spec`` of a parsed config, as JSON; empty or missing means no labels (as CVAT reads it)."""
+    annotations = (config.get("metadata") or {}).get("annotations") or {}
     text = annotations.get("spec")
     if not text:
         return []
     spec = json.loads(text)
     if not isinstance(spec, list):
-        raise ValueError(f"{path}: metadata.annotations.spec must be a JSON list")
+        raise ValueError(f"{where}: metadata.annotations.spec must be a JSON list")
     return spec
+
+
+def read_spec(path: str | Path) -> list[dict]:
+    """:func:`spec_of` the yaml file at ``path``."""
+    return spec_of(read_config(path), path)

@@ -26,9 +26,10 @@ def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def eligible_pairs(boxes0: list[ReidBox], boxes1: list[ReidBox], max_distance: float) -> np.ndarray:
     """(N, M) booleans: same label and box centres within ``max_distance`` pixels."""
-    centres0 = np.array([[(b.box[0] + b.box[2]) / 2, (b.box[1] + b.box[3]) / 2] for b in boxes0]).reshape(-1, 2)
-    centres1 = np.array([[(b.box[0] + b.box[2]) / 2, (b.box[1] + b.box[3]) / 2] for b in boxes1]).reshape(-1, 2)
-    near = np.linalg.norm(centres0[:, None, :] - centres1[None, :, :], axis=2) <= max_distance
+    def centres(boxes: list[ReidBox]) -> np.ndarray:
+        return np.array([[(b.box[0] + b.box[2]) / 2, (b.box[1] + b.box[3]) / 2] for b in boxes]).reshape(-1, 2)
+
+    near = np.linalg.norm(centres(boxes0)[:, None, :] - centres(boxes1)[None, :, :], axis=2) <= max_distance
     same_label = np.array([[b0.label_id == b1.label_id for b1 in boxes1] for b0 in boxes0], bool).reshape(near.shape)
     return near & same_label
 

@@ -9,7 +9,7 @@ the state, so a continuing request (shapes all ``null``) is answered in that sam
 
 from __future__ import annotations
 
-from typing import ClassVar
+from functools import cached_property
 
 from .entry import ModelHandler
 from .image import RequestImage
@@ -21,12 +21,17 @@ class TrackerHandler(ModelHandler):
     """Base for tracker functions. Subclasses implement :meth:`start` and :meth:`step`."""
 
     kind = "tracker"
-    supported_shape_types: ClassVar[tuple[str, ...]] = ("rectangle",)
-    namespace: ClassVar[str] = "tracker"  # keys of different functions never collide
 
     def __init__(self, context=None, store: StateStore | None = None):
         super().__init__(context)
-        self.store = store or from_env(self.namespace, self.warn)
+        # the function's name keeps the keys of different functions apart in a shared Redis
+        self.store = store or from_env(self.config["metadata"]["name"], self.warn)
+
+    @cached_property
+    def supported_shape_types(self) -> tuple[str, ...]:
+        """From the yaml's ``supported_shape_types`` annotation; rectangles when absent (a legacy tracker)."""
+        value = str((self.config["metadata"].get("annotations") or {}).get("supported_shape_types") or "rectangle")
+        return tuple(t.strip() for t in value.split(",") if t.strip())
 
     def parse(self, body) -> TrackerRequest:
         return parse_tracker(body, self.supported_shape_types)

@@ -171,3 +171,12 @@ def test_digest_is_of_the_bytes_as_sent():
     data = encode(Image.fromarray(gradient()))
     assert RequestImage(data).digest == RequestImage.from_base64(base64.b64encode(data).decode()).digest
     assert len(RequestImage(data).digest) == 64
+
+
+def test_mean_color_is_the_per_channel_mean():
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:2] = (200, 10, 0)  # top half
+    rgb[2:] = (100, 30, 255)
+    image = RequestImage(encode(Image.fromarray(rgb)))
+    assert image.mean_color.dtype == np.float32
+    assert np.allclose(image.mean_color, [150, 20, 127.5])

@@ -8,6 +8,7 @@ loopback port. Run it on an idle machine; figures go in issue notes, not in test
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import platform
@@ -47,8 +48,6 @@ def grid_boxes(width: int, height: int, count: int, side: int = 64) -> list[list
 
 def run(handler, frames: list[bytes], objects: int) -> tuple[list[float], int]:
     """Per-frame seconds of the continuing requests, and the size of the last reply's ``states`` as JSON."""
-    import base64
-
     images = [base64.b64encode(f).decode() for f in frames]
     first = handler.parse({"image": images[0], "shapes": [], "states": []}).image
     boxes = grid_boxes(*first.size, objects)

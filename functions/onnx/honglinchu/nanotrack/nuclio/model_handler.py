@@ -67,8 +67,6 @@ def change(ratio: np.ndarray) -> np.ndarray:
 
 class ModelHandler(TrackerHandler):
     function_dir = Path(__file__).resolve().parent
-    supported_shape_types = ("rectangle",)
-    namespace = "onnx-honglinchu-nanotrack"
 
     def __init__(self, context=None, store=None):
         super().__init__(context, store)
@@ -91,11 +89,10 @@ class ModelHandler(TrackerHandler):
         x1, y1, x2, y2 = shape.points
         center = np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
         size = np.array([max(x2 - x1, 1.0), max(y2 - y1, 1.0)], np.float64)
-        rgb = image.rgb
-        fill = rgb.reshape(-1, 3).mean(axis=0)
+        fill = image.mean_color  # pads crops beyond the image edge, as in SiamFC-family trackers
         side = round(context_side(size, SETTINGS["context_amount"]))
-        template = self.features(subwindow(rgb, center, side, EXEMPLAR, fill))
-        track = self.store.put({"template": template, "fill": fill.astype(np.float32)}, {"kind": "nanotrack-template"})
+        template = self.features(subwindow(image.rgb, center, side, EXEMPLAR, fill))
+        track = self.store.put({"template": template, "fill": fill}, {"kind": "nanotrack-template"})
         return self.save(track, center, size, SETTINGS, image.size, legacy)
 
     def save(self, track: str, center, size, settings: dict, image_size, legacy: bool) -> str:
