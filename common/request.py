@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import RequestError
 from .image import RequestImage
+from .shapes import from_cvat_rle, rasterize
 
 POINT_TOLERANCE = 1.0
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton")
@@ -183,6 +184,10 @@ class TrackedShape:
     type: str
     points: list[float]
 
+    def to_mask(self, width: int, height: int) -> np.ndarray:
+        """The shape's pixels as a boolean mask (rectangle, polygon or CVAT's RLE mask)."""
+        return rasterize(self.type, self.points, width, height)
+
 
 @dataclass
 class TrackerRequest:
@@ -226,15 +231,23 @@ def parse_tracker(body: object, supported_shape_types: tuple[str, ...] = ("recta
                 raise RequestError(
                     f"{name}.type must be one of {', '.join(supported_shape_types)}, got {shape_type!r}"
                 )
-            pts = flat_numbers(raw.get("points"), f"{name}.points", min_len=4, even=True)
+            shapes.append(_tracked_shape(shape_type, raw.get("points"), f"{name}.points", size))
         else:
             legacy = True
-            shape_type = "rectangle"
-            pts = flat_numbers(raw, name, min_len=4, even=True)
-        if shape_type == "rectangle":
-            pts = list(points_bbox(pts, name, size))
-        shapes.append(TrackedShape(shape_type, pts))
+            shapes.append(_tracked_shape("rectangle", raw, name, size))
     return TrackerRequest(image, shapes, states, legacy)
+
+
+def _tracked_shape(shape_type: str, value: object, name: str, size: tuple[int, int]) -> TrackedShape:
+    """A tracker's prompt shape, checked: rectangles clipped, polygons with 3+ points over the image, masks
+    decodable (CVAT's RLE + bbox)."""
+    if shape_type == "mask":
+        pts = flat_numbers(value, name, min_len=5)
+        from_cvat_rle(pts, *size)
+        return TrackedShape(shape_type, pts)
+    pts = flat_numbers(value, name, min_len=6 if shape_type == "polygon" else 4, even=True)
+    box = points_bbox(pts, name, size)  # a shape wholly outside the image is refused
+    return TrackedShape(shape_type, list(box) if shape_type == "rectangle" else pts)
 
 
 # ---------------------------------------------------------------- reid

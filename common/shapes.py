@@ -170,6 +170,24 @@ def from_cvat_rle(values: Sequence[float], width: int, height: int) -> np.ndarra
     return _paste(region, bbox, width, height)
 
 
+def rasterize(shape_type: str, points: Sequence[float], width: int, height: int) -> np.ndarray:
+    """A rectangle ([x1, y1, x2, y2]), polygon (flat x, y pairs) or CVAT RLE mask as a full-size boolean mask.
+
+    Pixels whose centres lie inside a rectangle are set; polygons are filled as OpenCV does.
+    """
+    if shape_type == "mask":
+        return from_cvat_rle(points, width, height)
+    canvas = np.zeros((height, width), np.uint8)
+    if shape_type == "rectangle":
+        x1, y1, x2, y2 = points
+        canvas[max(round(y1), 0):max(round(y2), 0), max(round(x1), 0):max(round(x2), 0)] = 1
+    elif shape_type == "polygon":
+        cv2.fillPoly(canvas, [np.round(np.asarray(points, np.float64).reshape(-1, 2)).astype(np.int32)], 1)
+    else:
+        raise ValueError(f"cannot rasterize a {shape_type}")
+    return canvas.astype(bool)
+
+
 def polygon_epsilon() -> float:
     """Douglas-Peucker tolerance in pixels for mask → polygon (``POLYGON_EPSILON``, default 1.0; 0 keeps all)."""
     value = os.environ.get("POLYGON_EPSILON", "")

@@ -10,10 +10,15 @@ the state, so a continuing request (shapes all ``null``) is answered in that sam
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
+
+import numpy as np
 
 from .entry import ModelHandler
+from .errors import RequestError
 from .image import RequestImage
 from .request import TrackedShape, TrackerRequest, parse_tracker
+from .shapes import mask_bbox, mask_to_polygon, to_cvat_rle
 from .state_store import StateStore, from_env
 
 
@@ -44,6 +49,21 @@ class TrackerHandler(ModelHandler):
         """Continue from the state ``token`` names: the new shape, the new state's token, the legacy flag."""
         raise NotImplementedError
 
+    def load_step(self, token: str, what: str, kind: str, image: RequestImage) -> tuple[dict[str, np.ndarray],
+                                                                                         dict[str, Any]]:
+        """The step state ``token`` names, checked to be of ``kind`` and for a frame of ``image``'s size.
+
+        Step states must hold ``kind`` and ``image_size`` in their metadata.
+        """
+        arrays, state = self.store.get(token, what)
+        if state.get("kind") != kind:
+            raise RequestError(f"{what} is not a state of this tracker; start the track again")
+        if list(image.size) != state.get("image_size"):
+            width, height = state.get("image_size") or ("?", "?")
+            raise RequestError(f"{what}: this frame is {image.size[0]}x{image.size[1]} but the track started on a "
+                               f"{width}x{height} frame")
+        return arrays, state
+
     def __call__(self, request: TrackerRequest) -> dict:
         shapes, states = [], []
         for i, shape in enumerate(request.shapes):
@@ -55,3 +75,18 @@ class TrackerHandler(ModelHandler):
             shapes.append(shape.points if legacy else {"type": shape.type, "points": shape.points})
             states.append(token)
         return {"shapes": shapes, "states": states}
+
+
+def shape_from_mask(mask: np.ndarray, shape_type: str) -> TrackedShape | None:
+    """A tracked object's mask as the shape type its track started with; None when there is nothing to show.
+
+    Rectangles cover the mask's pixels, polygons follow its largest outer contour, masks are CVAT's RLE + bbox.
+    """
+    if shape_type == "rectangle":
+        bbox = mask_bbox(mask)
+        return None if bbox is None else TrackedShape("rectangle", [bbox[0], bbox[1], bbox[2] + 1, bbox[3] + 1])
+    if shape_type == "polygon":
+        polygon = mask_to_polygon(mask)
+        return None if polygon is None else TrackedShape("polygon", [round(float(v), 2) for v in polygon.ravel()])
+    points = to_cvat_rle(mask)
+    return None if points is None else TrackedShape("mask", points)

@@ -131,3 +131,18 @@ def test_interactor_mask_shape():
     shape = shapes.interactor_mask(mask, 0.875)
     assert shape["type"] == "mask" and shape["points"][-4:] == [3, 2, 6, 3]
     assert shape["attributes"] == [{"spec_id": 0, "value": "0.8750"}]
+
+
+def test_rasterize_rectangles_polygons_and_masks():
+    box = shapes.rasterize("rectangle", [2, 1, 5, 4], 8, 6)
+    assert box.sum() == 9 and box[1:4, 2:5].all()  # pixels whose centres are inside
+    assert shapes.rasterize("rectangle", [2.4, 1.4, 4.6, 3.6], 8, 6).sum() == 9
+    assert shapes.rasterize("rectangle", [2.6, 1.6, 4.4, 3.4], 8, 6).sum() == 1
+    triangle = shapes.rasterize("polygon", [0, 0, 7, 0, 0, 5], 8, 6)
+    assert triangle[0].all() and triangle[:, 0].all() and not triangle[5, 7]
+    clipped = shapes.rasterize("polygon", [-10, -10, 20, -10, 20, 20, -10, 20], 8, 6)
+    assert clipped.all()
+    assert np.array_equal(shapes.rasterize("mask", shapes.to_cvat_rle(triangle), 8, 6), triangle)
+    with pytest.raises(ValueError, match="ellipse"):
+        shapes.rasterize("ellipse", [1, 1, 2, 2], 8, 6)
+

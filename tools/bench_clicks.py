@@ -48,9 +48,9 @@ def random_checkpoint(folder: Path, env: dict[str, str], target: Path) -> Path:
     from . import random_weights
 
     module = load_module(folder)
-    if hasattr(module, "SIZES"):  # SAM 2
+    if hasattr(module, "sam2_models"):  # SAM 2
         size = os.environ.get("MODEL_SIZE") or env.get("MODEL_SIZE", "tiny")
-        return random_weights.sam2_checkpoint(target / f"random_{size}.pt", module.SIZES[size][0])
+        return random_weights.sam2_checkpoint(target / f"random_{size}.pt", module.sam2_models.SIZES[size][0])
     model_type = os.environ.get("MODEL_TYPE") or env.get("MODEL_TYPE", "vit_b")
     return random_weights.sam_checkpoint(target / f"random_{model_type}.pth", model_type)
 

@@ -17,7 +17,6 @@ import numpy as np
 
 from common import weights
 from common.backends import OrtModel, free_spatial_dims, num_threads
-from common.errors import RequestError
 from common.image import RequestImage
 from common.request import TrackedShape
 from common.tracking import TrackerHandler
@@ -101,12 +100,7 @@ class ModelHandler(TrackerHandler):
                                    "image_size": list(image_size), "legacy": legacy})
 
     def step(self, image: RequestImage, token: str, what: str) -> tuple[TrackedShape, str, bool]:
-        _, state = self.store.get(token, what)
-        if state.get("kind") != "nanotrack-step":
-            raise RequestError(f"{what} is not a NanoTrack state; start the track again")
-        if list(image.size) != state["image_size"]:
-            raise RequestError(f"{what}: this frame is {image.size[0]}x{image.size[1]} but the track started on a "
-                               f"{state['image_size'][0]}x{state['image_size'][1]} frame")
+        _, state = self.load_step(token, what, "nanotrack-step", image)
         track, _ = self.store.get(state["track"], f"{what} (its template)")
         center, size = self.locate(image.rgb, track, np.array(state["center"]), np.array(state["size"]),
                                    state["settings"])

@@ -1,0 +1,39 @@
+"""SAM 2.1 model sizes, official checkpoints and loading, shared by the image and the video functions.
+
+``MODEL_SIZE`` (tiny, small, base_plus, large) picks the SAM 2.1 config and its official checkpoint;
+``MODEL_PATH`` may point to a checkpoint of that config instead. ``SAM2_OVERRIDES`` (space-separated Hydra
+overrides, e.g. ``++model.image_size=512``) adjusts the config, an operator's setting, never a client's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from . import weights
+
+URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+SIZES = {  # MODEL_SIZE: (config inside the sam2 package, checkpoint file)
+    "tiny": ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt"),
+    "small": ("configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt"),
+    "base_plus": ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt"),
+    "large": ("configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt"),
+}
+
+
+def load(builder: Callable, device: torch.device, env: Mapping[str, str] = os.environ) -> tuple[object, str]:
+    """The model ``builder`` (``build_sam2`` or ``build_sam2_video_predictor``) makes from the environment's
+    size, checkpoint and overrides, and an id naming exactly that model (for caches)."""
+    size = env.get("MODEL_SIZE") or "tiny"
+    if size not in SIZES:
+        raise ValueError(f"MODEL_SIZE={size!r}: expected one of {', '.join(SIZES)}")
+    overrides = (env.get("SAM2_OVERRIDES") or "").split()
+    config, filename = SIZES[size]
+    path = Path(weights.resolve(weights.Weights(filename, URL + filename)))
+    model = builder(config, str(path), device=str(device), mode="eval", hydra_overrides_extra=overrides)
+    tweak = hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:12] if overrides else "-"
+    return model, f"sam2.1:{size}:{tweak}:{path.name}:{path.stat().st_size}"
