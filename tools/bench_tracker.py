@@ -13,13 +13,16 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import cv2
 
+from common import arrays
 from common.state_store import KEY_PREFIX, MemoryBackend, StateStore
 from .bench import load_handler
+from .bench_clicks import random_checkpoint
 from .redis_server import RedisServer
 
 
@@ -65,22 +68,30 @@ def cmd_bench_tracker(args) -> int:
     video = Path(args.video or Path(os.environ.get("TEST_DATA_DIR", "")) / "video" / "vtest.avi")
     frames = read_frames(video, args.frames + 1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; {video.name}, "
-          f"{len(frames) - 1} continuing frames, {args.objects} objects per request")
+          f"{len(frames) - 1} continuing frames, {args.objects} objects per request"
+          f"{'; random weights' if args.random_weights else ''}")
     server = RedisServer().start()
+    scratch = tempfile.TemporaryDirectory()
     try:
         for name, value in server.env().items():
             os.environ[name] = value
+        if args.random_weights:  # SAM 2: timings do not depend on the weights' values
+            os.environ["MODEL_PATH"] = str(random_checkpoint(folder, {}, Path(scratch.name)))
         handler = load_handler(folder)
         redis_samples, request_bytes = run(handler, frames, args.objects)
         client = server.client()
         keys = list(client.scan_iter(f"{KEY_PREFIX}*"))
-        sizes = sorted(client.strlen(k) for k in keys)
-        stored = sum(sizes)
+        kinds: dict[str, list[int]] = {}
+        for key in keys:
+            value = client.get(key)
+            kinds.setdefault(str(arrays.unpack(value)[1].get("kind")), []).append(len(value))
+        stored = sum(sum(sizes) for sizes in kinds.values())
         steps = len(frames)  # the first frame's state, then one per continuing frame
         handler.store = StateStore(MemoryBackend(), "bench", handler.store.ttl)
         memory_samples, _ = run(handler, frames, args.objects)
     finally:
         server.stop()
+        scratch.cleanup()
     for label, samples in (("redis", redis_samples), ("in-process", memory_samples)):
         ms = [s * 1000 for s in samples]
         print(f"{label:10} per frame: median {statistics.median(ms):7.2f} ms, mean {statistics.mean(ms):7.2f} ms "
@@ -89,6 +100,7 @@ def cmd_bench_tracker(args) -> int:
     print(f"state in Redis: {stored} bytes in {len(keys)} keys after {steps} frames = "
           f"{stored / args.objects / steps:.0f} bytes per object per frame on average (values only, "
           "without Redis' own per-key overhead)")
-    print(f"  values: median {statistics.median(sizes):.0f} bytes (a step's state), largest {sizes[-1]} bytes "
-          "(e.g. a template stored once per track)")
+    for kind, sizes in sorted(kinds.items()):
+        print(f"  {kind:20} {len(sizes):5} values, median {statistics.median(sizes):9.0f} bytes, "
+              f"largest {max(sizes)} bytes")
     return 0

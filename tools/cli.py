@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker.add_argument("--video", help="default: $TEST_DATA_DIR/video/vtest.avi")
     tracker.add_argument("--frames", type=int, default=30, help="continuing frames")
     tracker.add_argument("--objects", type=int, default=10, help="objects tracked together")
+    tracker.add_argument("--random-weights", action="store_true",
+                         help="SAM 2: a randomly initialised checkpoint of MODEL_SIZE's architecture")
     tracker.set_defaults(func=lambda a: __import__("tools.bench_tracker", fromlist=["x"]).cmd_bench_tracker(a))
 
     test = sub.add_parser("test", help="run the whole test suite (pytest arguments pass through)")
