@@ -115,7 +115,7 @@ class ModelHandler(TrackerHandler):
         if meta.get("kind") != "sam2-memory":
             raise StateGone(f"{what} is damaged (not a SAM 2 memory); start the track again")
         features = from_array(arrays["features"], meta["bfloat16"], self.device)
-        position = self.predictor.memory_encoder.position_encoding(features.float())  # the same for every frame
+        position = self.predictor.memory_encoder.position_encoding(features)  # float32, the same for every frame
         return {"maskmem_features": features, "maskmem_pos_enc": [position],
                 "obj_ptr": from_array(arrays["pointer"], False, self.device)}
 
