@@ -62,9 +62,9 @@ stage() {  # stage FUNCTION_DIR NAME -> prints the staged folder: the function's
   if [ -n "$STAGE_TO" ]; then
     staged="$STAGE_TO/$name"
     rm -rf "$staged" && mkdir -p "$staged"
-  else
-    staged="$(mktemp -d "${TMPDIR:-/tmp}/cvat-fn-$name.XXXXXX")"
-    TEMP_DIRS+=("$staged")
+  else  # inside this run's temporary folder, removed when the script exits
+    staged="$STAGE_TEMP/$name"
+    mkdir -p "$staged"
   fi
   cp -R "$dir/." "$staged/"
   rm -rf "$staged/common" && cp -R "$ROOT/common" "$staged/common"
@@ -96,7 +96,7 @@ deploy_main() {
   REGISTRY="${NUCLIO_REGISTRY:-}"
   RUN_REGISTRY="${NUCLIO_RUN_REGISTRY:-}"
   STAGE_TO="${DEPLOY_STAGE_DIR:-}"
-  TEMP_DIRS=()
+  STAGE_TEMP=""
   local paths=()
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -123,8 +123,12 @@ deploy_main() {
       NUCTL_TARGET=(--platform kube --namespace "$NAMESPACE") ;;
     *) die "unknown platform $PLATFORM: use local or kube" ;;
   esac
-  [ -z "$STAGE_TO" ] || { mkdir -p "$STAGE_TO" && STAGE_TO="$(cd "$STAGE_TO" && pwd)"; }
-  trap 'rm -rf "${TEMP_DIRS[@]}"' EXIT
+  if [ -n "$STAGE_TO" ]; then
+    mkdir -p "$STAGE_TO" && STAGE_TO="$(cd "$STAGE_TO" && pwd)"
+  else  # made here, not in stage(): stage runs in a subshell, whose variables the exit trap never sees
+    STAGE_TEMP="$(mktemp -d "${TMPDIR:-/tmp}/cvat-fn.XXXXXX")"
+    trap 'rm -rf "$STAGE_TEMP"' EXIT
+  fi
 
   check_tools
   local folders=() dir

@@ -15,6 +15,7 @@ with the parser of the handler's kind, calls the handler, and answers JSON: 200 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import traceback
@@ -26,6 +27,7 @@ from typing import Any, Callable, ClassVar
 import nuclio_sdk
 
 from .errors import FunctionError, RequestError
+from .image import RequestImage
 from .labels import Labels, read_config, spec_of
 from .request import PARSERS
 
@@ -50,6 +52,9 @@ class ModelHandler:
 
     kind: ClassVar[str] = "detector"
     function_dir: ClassVar[Path | None] = None
+    # Bytes the model allocates per pixel of a request image beyond decoding it (measured; 0 for models that
+    # work on a resized copy of fixed size). With decoding, this bounds a request image by IMAGE_MAX_MEMORY_MB.
+    work_bytes_per_pixel: ClassVar[float] = 0
 
     def __init__(self, context: nuclio_sdk.Context | None = None):
         self.context = context
@@ -76,6 +81,15 @@ class ModelHandler:
         """Turn the decoded JSON body into a typed request (override for kind-specific options)."""
         return PARSERS[self.kind](body)
 
+    def check_memory(self, request: Any) -> None:
+        """Refuse a request whose images would cost more memory than ``IMAGE_MAX_MEMORY_MB`` to decode and work
+        on (the request's fields that are :class:`~common.image.RequestImage`, header facts only)."""
+        if dataclasses.is_dataclass(request):
+            for item in dataclasses.fields(request):
+                value = getattr(request, item.name)
+                if isinstance(value, RequestImage):
+                    value.require_memory(self.work_bytes_per_pixel)
+
     def __call__(self, request: Any) -> Any:
         raise NotImplementedError
 
@@ -95,6 +109,10 @@ def decode_body(body: Any) -> Any:
             return json.loads(body)
         except json.JSONDecodeError as exc:
             raise RequestError(f"the request body is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise RequestError("the request body is nested too deeply to be a request") from None
+        except ValueError:  # Python refuses to convert integers of more than 4300 digits
+            raise RequestError("the request body holds a number with too many digits") from None
     return body
 
 
@@ -108,6 +126,7 @@ def handle_event(context: Any, model: ModelHandler, event: Any) -> nuclio_sdk.Re
     """Run one event through ``model`` and map every outcome to a JSON response."""
     try:
         request = model.parse(decode_body(event.body))
+        model.check_memory(request)
         result = model(request)
         if isinstance(result, Reply):
             return json_response(context, result.payload, headers=result.headers)

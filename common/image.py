@@ -20,16 +20,20 @@ import base64
 import binascii
 import hashlib
 import io
+import math
 import os
 import re
 from functools import cached_property
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import RequestError
 
 DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_MEMORY_MB = 1024
+DECODE_BYTES_PER_PIXEL = 7  # decoding: Pillow's 4-byte RGB pixels, then our 3-byte array
 _DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
@@ -41,6 +45,13 @@ def max_pixels() -> int:
     """The pixel limit in force: ``IMAGE_MAX_PIXELS`` or 100 megapixels."""
     value = os.environ.get("IMAGE_MAX_PIXELS", "")
     return int(value) if value.strip() else DEFAULT_MAX_PIXELS
+
+
+def max_memory() -> int:
+    """Bytes a request image may cost a worker, decoded and as the model works on it: ``IMAGE_MAX_MEMORY_MB``
+    megabytes (default 1024)."""
+    value = os.environ.get("IMAGE_MAX_MEMORY_MB", "")
+    return int(float(value) * 2**20) if value.strip() else DEFAULT_MAX_MEMORY_MB * 2**20
 
 
 def decode_base64(text: object, field: str = "image") -> bytes:
@@ -93,6 +104,18 @@ class RequestImage:
             )
         self._orientation = _exif_orientation(self._pil)
 
+    def require_memory(self, work_bytes_per_pixel: float) -> None:
+        """Refuse the image (400) when decoding it plus ``work_bytes_per_pixel`` per pixel of the model's own
+        work would take more than :func:`max_memory`; checked from the header, before any pixel is decoded."""
+        width, height = self.size
+        need = width * height * (DECODE_BYTES_PER_PIXEL + work_bytes_per_pixel)
+        limit = max_memory()
+        if need > limit:
+            raise RequestError(
+                f"{self.field} is {width}x{height}: this function would need about {need / 2**20:.0f} MB for it, "
+                f"over the limit of {limit / 2**20:.0f} MB (IMAGE_MAX_MEMORY_MB); send a smaller image"
+            )
+
     @classmethod
     def from_base64(cls, text: object, field: str = "image") -> "RequestImage":
         return cls(decode_base64(text, field), field)
@@ -134,6 +157,25 @@ class RequestImage:
     def mean_color(self) -> np.ndarray:
         """The per-channel mean of :attr:`rgb` (float32 R, G, B), computed once per image."""
         return self.rgb.reshape(-1, 3).mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) scaled by ``scale`` and rounded, each side at least one pixel: an image of extreme aspect
+    ratio (1×4000) must not lose its short side when a model scales it down."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def pad_to_aspect(image: np.ndarray, max_aspect: float) -> np.ndarray:
+    """``image`` (H×W×C) padded with its mean colour at the bottom or the right, so that neither side is more
+    than ``max_aspect`` times the other; coordinates in the image stay what they were. For models whose own
+    resizing would leave a long thin image (1×4000) with no rows, or scale it up without bound."""
+    height, width = image.shape[:2]
+    pad_h = max(0, math.ceil(width / max_aspect) - height)
+    pad_w = max(0, math.ceil(height / max_aspect) - width)
+    if not pad_h and not pad_w:
+        return image
+    fill = [float(v) for v in image.reshape(-1, image.shape[2]).mean(axis=0)]
+    return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=fill)
 
 
 def _exif_orientation(image: Image.Image) -> int:

@@ -27,7 +27,7 @@ from . import embedding_cache
 from .embedding_cache import Entry
 from .entry import ModelHandler, Reply
 from .errors import RequestError
-from .image import RequestImage
+from .image import RequestImage, pad_to_aspect
 from .interactor import interactor_reply
 from .request import InteractorRequest, parse_interactor
 
@@ -43,6 +43,9 @@ def predict_arguments(points: np.ndarray, labels: np.ndarray, box: np.ndarray | 
 
 class PromptableSegmenter(ModelHandler):
     kind: ClassVar[str] = "interactor"
+    # An image further from square than this is padded (bottom or right) before the encoder, for models whose
+    # resize keeps the aspect ratio and would leave a long thin image with no rows; masks are cut back.
+    max_aspect: ClassVar[float | None] = None
 
     def __init__(self, context=None):
         super().__init__(context)
@@ -80,7 +83,8 @@ class PromptableSegmenter(ModelHandler):
         entry = self.cache.get(key)
         if entry is not None:
             return entry, True
-        entry = self.encode(image.rgb)
+        rgb = image.rgb if self.max_aspect is None else pad_to_aspect(image.rgb, self.max_aspect)
+        entry = self.encode(rgb)
         self.cache.put(key, entry)
         return entry, False
 
@@ -99,4 +103,6 @@ class PromptableSegmenter(ModelHandler):
             return Reply({"shapes": [], "precomputed": True}, headers)
         masks, scores = self.decode(entry, points, labels, box, multimask=len(points) == 1 and box is None)
         best = int(np.argmax(scores))
-        return Reply(interactor_reply(masks[best], request.body, float(scores[best])), headers)
+        width, height = request.image.size
+        mask = masks[best][:height, :width]  # without the padding of an image of extreme aspect ratio
+        return Reply(interactor_reply(mask, request.body, float(scores[best])), headers)

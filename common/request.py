@@ -37,9 +37,13 @@ def number(value: object, name: str) -> float:
     """A finite int or float; bools and strings are refused."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"{name} must be a number, got {_json_type(value)}")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise RequestError(f"{name} is too large a number") from None
     if not math.isfinite(value):
         raise RequestError(f"{name} must be finite, got {value}")
-    return float(value)
+    return value
 
 
 def optional_threshold(body: Mapping[str, Any], default: float | None, name: str = "threshold") -> float | None:
@@ -114,6 +118,13 @@ def flat_numbers(value: object, name: str, min_len: int = 0, even: bool = False)
     if even and len(nums) % 2:
         raise RequestError(f"{name} must have an even number of values (x, y pairs), got {len(nums)}")
     return nums
+
+
+def _brief(value: object) -> str:
+    """A client's value for an error message: a short string quoted, anything else by its type."""
+    if isinstance(value, str) and len(value) <= 40:
+        return repr(value)
+    return _json_type(value)
 
 
 def _json_type(value: object) -> str:
@@ -229,7 +240,7 @@ def parse_tracker(body: object, supported_shape_types: tuple[str, ...] = ("recta
             shape_type = raw.get("type")
             if shape_type not in supported_shape_types:
                 raise RequestError(
-                    f"{name}.type must be one of {', '.join(supported_shape_types)}, got {shape_type!r}"
+                    f"{name}.type must be one of {', '.join(supported_shape_types)}, got {_brief(shape_type)}"
                 )
             shapes.append(_tracked_shape(shape_type, raw.get("points"), f"{name}.points", size))
         else:
@@ -278,7 +289,11 @@ def _reid_boxes(body: Mapping[str, Any], name: str, size: tuple[int, int]) -> li
             raise RequestError(f"{name}[{i}] must be a shape object with points")
         pts = flat_numbers(item.get("points"), f"{name}[{i}].points", min_len=4, even=True)
         box = points_bbox(pts, f"{name}[{i}]", size)
-        boxes.append(ReidBox(box, item.get("label_id")))
+        label_id = item.get("label_id")
+        if label_id is not None and (isinstance(label_id, bool) or not isinstance(label_id, (int, str))):
+            raise RequestError(f"{name}[{i}].label_id must be a label id (an integer or a string), "
+                               f"got {_json_type(label_id)}")
+        boxes.append(ReidBox(box, label_id))
     return boxes
 
 

@@ -17,11 +17,15 @@ import torch
 from . import weights
 
 URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
-SIZES = {  # MODEL_SIZE: (config inside the sam2 package, checkpoint file)
-    "tiny": ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt"),
-    "small": ("configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt"),
-    "base_plus": ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt"),
-    "large": ("configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt"),
+SIZES = {  # MODEL_SIZE: (config inside the sam2 package, official checkpoint file, its SHA-256)
+    "tiny": ("configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt",
+             "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
+    "small": ("configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt",
+              "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38"),
+    "base_plus": ("configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt",
+                  "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5"),
+    "large": ("configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt",
+              "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318"),
 }
 
 
@@ -32,8 +36,8 @@ def load(builder: Callable, device: torch.device, env: Mapping[str, str] = os.en
     if size not in SIZES:
         raise ValueError(f"MODEL_SIZE={size!r}: expected one of {', '.join(SIZES)}")
     overrides = (env.get("SAM2_OVERRIDES") or "").split()
-    config, filename = SIZES[size]
-    path = Path(weights.resolve(weights.Weights(filename, URL + filename)))
+    config, filename, sha256 = SIZES[size]
+    path = Path(weights.resolve(weights.Weights(filename, URL + filename, sha256)))
     model = builder(config, str(path), device=str(device), mode="eval", hydra_overrides_extra=overrides)
     tweak = hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:12] if overrides else "-"
     return model, f"sam2.1:{size}:{tweak}:{path.name}:{path.stat().st_size}"

@@ -26,6 +26,7 @@ import torch
 from . import shapes, weights
 from .backends import load_torch_checkpoint, torch_device
 from .entry import ModelHandler
+from .image import pad_to_aspect
 from .request import DetectorRequest
 
 Output = dict[str, np.ndarray]  # one image's detections: boxes (N, 4), labels (N,), scores (N,), ...
@@ -39,6 +40,11 @@ def official_weights(entry: Any) -> weights.Weights:
     filename = posixpath.basename(entry.url)
     digest = filename.rsplit(".", 1)[0].rsplit("-", 1)[-1]
     return weights.Weights(filename, url=entry.url, sha256=digest)
+
+
+# The model scales an image by min(MIN_SIZE / short side, MAX_SIZE / long side); an image further from square
+# than this is padded first, so that its short side keeps enough rows (a 1×4000 image would keep none).
+MAX_ASPECT = 32.0
 
 
 def _env_float(name: str, default: float) -> float:
@@ -60,6 +66,7 @@ class TorchvisionDetector(ModelHandler):
     num_classes: ClassVar[int] = 91
     score_argument: ClassVar[str] = "box_score_thresh"  # RetinaNet calls it score_thresh
     detections_argument: ClassVar[str] = "box_detections_per_img"  # RetinaNet: detections_per_img
+    work_bytes_per_pixel: ClassVar[float] = 38  # measured: the image as float tensors (and normalised)
 
     def __init__(self, context=None):
         super().__init__(context)
@@ -85,9 +92,13 @@ class TorchvisionDetector(ModelHandler):
     def predict(self, rgb: np.ndarray, threshold: float = 0.0) -> Output:
         """The model's detections scoring ≥ ``threshold`` for one H×W×3 uint8 RGB image, as NumPy arrays in
         image pixels (filtered on the device: Mask R-CNN's full-image masks are large)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1).float().div_(255)
+        height, width = rgb.shape[:2]
+        padded = pad_to_aspect(rgb, MAX_ASPECT)
+        tensor = torch.from_numpy(np.ascontiguousarray(padded)).to(self.device).permute(2, 0, 1).float().div_(255)
         output = self.model([tensor])[0]
         keep = output["scores"] >= threshold
+        if "masks" in output:  # full-image masks of the padded image
+            output["masks"] = output["masks"][..., :height, :width]
         return {key: value[keep].cpu().numpy() for key, value in output.items()}
 
     def label_name(self, class_id: int) -> str | None:

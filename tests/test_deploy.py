@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,18 @@ def tree(tmp_path) -> Path:
 
 
 def deploy(script: str, *args, env: dict | None = None, path: str | None = None):
+    """Run a deploy script with a temporary directory of its own, which it must leave as empty as it found it
+    (whatever it stages there is removed when it exits; only --stage-to keeps staged contexts)."""
     environ = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
     environ.update(env or {})
     if path is not None:
         environ["PATH"] = path
-    return subprocess.run([str(ROOT / script), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=environ)
+    with tempfile.TemporaryDirectory() as scratch:
+        environ["TMPDIR"] = scratch
+        result = subprocess.run([str(ROOT / script), *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120, env=environ)
+        assert os.listdir(scratch) == [], f"{script} left {os.listdir(scratch)} in its temporary directory"
+    return result
 
 
 def commands(out: str, verb: str) -> list[str]:

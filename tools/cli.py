@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ROOT, find_configs
+from .config import ROOT, absolute_paths, find_configs
 
 if TYPE_CHECKING:
     from .redis_server import RedisServer
@@ -197,12 +197,24 @@ def cmd_lint(args) -> int:
     return 1 if problems else 0
 
 
+def _absolute_argument(arg: str) -> str:
+    """A pytest argument naming a file or folder (``tests/x.py``, ``tests/x.py::test``) made absolute."""
+    path, sep, rest = arg.partition("::")
+    if arg.startswith("-") or not path or not os.path.exists(path):
+        return arg
+    return os.path.abspath(path) + sep + rest
+
+
 def cmd_test(args) -> int:
-    command = [sys.executable, "-m", "pytest", *args.pytest_args]  # pytest.ini: testpaths = tests
+    # pytest runs from the repository root (pytest.ini: testpaths = tests); test paths are the shell's
+    command = [sys.executable, "-m", "pytest", *map(_absolute_argument, args.pytest_args)]
     return subprocess.call(command, cwd=ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Paths given in variables mean what they mean in the shell the command was typed in, whatever
+    # directory a worker or the test run later works in.
+    os.environ.update(absolute_paths(dict(os.environ)))
     parser = argparse.ArgumentParser(prog="tools/fn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,28 @@ DEFAULT_BODY_LIMIT = 4 * 1024 * 1024  # Nuclio's HTTP trigger default when maxRe
 DEFAULT_AVAILABILITY_TIMEOUT = 10.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Variables that hold one file or folder; so do all names ending in _PATH (MODEL_PATH, BACKBONE_PATH, ...).
+PATH_VARIABLES = ("MODELS_DIR", "TEST_DATA_DIR", "CVAT_FUNCTIONS_CACHE", "XDG_CACHE_HOME", "DEPLOY_STAGE_DIR")
+
+
+def absolute_paths(env: dict[str, str], cwd: str | None = None) -> dict[str, str]:
+    """The path variables of ``env`` that are relative, made absolute against ``cwd`` (default: here).
+
+    A path typed in a shell means what it means there; worker processes run in their function's folder, so
+    the variables they inherit must not depend on the directory. Lists (``PYTHONPATH``-like values with the
+    path separator) and empty values are left alone.
+    """
+    base = cwd or os.getcwd()
+    out = {}
+    for name, value in env.items():
+        if not value or os.pathsep in value or not (name in PATH_VARIABLES or name.endswith("_PATH")):
+            continue
+        expanded = os.path.expanduser(value)
+        if not os.path.isabs(expanded):
+            out[name] = os.path.normpath(os.path.join(base, expanded))
+        elif expanded != value:
+            out[name] = expanded
+    return out
 
 
 def parse_duration(value: object) -> float | None:

@@ -27,7 +27,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
 
-from .config import ROOT, FunctionConfig
+from .config import DEFAULT_BODY_LIMIT, ROOT, FunctionConfig, absolute_paths
 from .worker import worker_main
 
 _MP = multiprocessing.get_context("spawn")
@@ -50,7 +50,8 @@ class Worker:
     def __init__(self, function: "FunctionRuntime", worker_id: int):
         self.id = worker_id
         self.conn, child = _MP.Pipe()
-        env = {**function.config.env, **os.environ}  # the shell wins over spec.env
+        # the shell wins over spec.env; its relative paths mean what they mean here, not in the function folder
+        env = {**function.config.env, **os.environ, **absolute_paths(dict(os.environ))}
         self.process = _MP.Process(
             target=worker_main, daemon=True,
             args=(child, str(function.config.directory), str(ROOT), function.config.handler, env,
@@ -181,12 +182,34 @@ class FunctionRuntime:
 
 # ---------------------------------------------------------------- HTTP
 
+class BadRequest(Exception):
+    """The request's framing is broken (length, chunks): answered with 400 and the connection closed."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cvat-functions-harness"
+    timeout = 120  # seconds a client may leave the connection silent (mid-request or idle between requests)
 
     def log_message(self, format, *args):  # requests are logged by _reply
         pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The http.server answers to broken requests (400, 414, 431, 501, 505, ...) as JSON, then close."""
+        self.close_connection = True
+        if getattr(self, "request_version", None) not in ("HTTP/1.0", "HTTP/1.1"):
+            self.request_version = "HTTP/1.1"  # answer with a status line and headers even to garbage
+        self.command, self.path = getattr(self, "command", None) or "-", getattr(self, "path", None) or "-"
+        reply = error_reply(code, message or self.responses.get(code, ("error",))[0])
+        reply["headers"]["Connection"] = "close"
+        self._reply(reply, time.perf_counter(), getattr(self.server, "label", "harness"))
+
+    def handle_one_request(self) -> None:
+        """One request; a broken body framing gets a 400 JSON answer instead of a dropped connection."""
+        try:
+            super().handle_one_request()
+        except BadRequest as exc:
+            self.send_error(400, str(exc))
 
     def _reply(self, reply: dict, started: float, name: str) -> None:
         body = reply["body"]
@@ -206,7 +229,13 @@ class _Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks, total = [], 0
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline(1024).split(b";")[0].strip()
+                try:
+                    size = int(line, 16)
+                except ValueError:
+                    raise BadRequest(f"bad chunk size {line[:40].decode('latin-1')!r}") from None
+                if size < 0:
+                    raise BadRequest("bad chunk size (negative)")
                 if size == 0:
                     self.rfile.readline()
                     return b"".join(chunks)
@@ -216,7 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
                     return None
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
+        value = (self.headers.get("Content-Length") or "0").strip()
+        if not value.isdigit() or not value.isascii():
+            raise BadRequest(f"Content-Length must be a non-negative integer, got {value[:40]!r}")
+        length = int(value)
         if limit is not None and length > limit:
             if length <= DRAIN_LIMIT:  # read it away so that the client sees the 413, not a broken pipe
                 for _ in range(0, length, 1 << 20):
@@ -282,7 +314,7 @@ class _DashboardHandler(_Handler):
             return
         name = self.headers.get("x-nuclio-function-name")
         runtime = functions.get(name or "")
-        limit = runtime.config.body_limit if runtime else None
+        limit = runtime.config.body_limit if runtime else DEFAULT_BODY_LIMIT
         body = self._read_body(limit)
         if body is None:
             return

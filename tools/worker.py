@@ -36,11 +36,15 @@ def response_to_wire(output) -> dict:
 
 
 def decode_event_body(body: bytes, content_type: str):
-    """Like Nuclio's Python wrapper: a JSON content type gives the decoded object, else the raw bytes."""
+    """Like Nuclio's Python wrapper: a JSON content type gives the decoded object, else the raw bytes.
+
+    A body that does not decode (not UTF-8, not JSON, nested deeper than Python's recursion limit, an integer
+    of more digits than Python converts) stays bytes, for the handler to refuse with a clear error.
+    """
     if (content_type or "").split(";")[0].strip().lower() == "application/json":
         try:
             return json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             return body
     return body
 
@@ -75,13 +79,13 @@ def worker_main(conn, function_dir: str, root: str, handler: str, env: dict, nam
             return
         if kind != "event":
             continue
-        event = nuclio_sdk.Event(
-            body=decode_event_body(message["body"], message["content_type"]),
-            content_type=message["content_type"], headers=message["headers"], method=message["method"],
-            path=message["path"], size=len(message["body"]), _id=message.get("id"),
-            trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
-        )
-        try:
+        try:  # nothing a request holds may end the worker: every failure becomes a reply
+            event = nuclio_sdk.Event(
+                body=decode_event_body(message["body"], message["content_type"]),
+                content_type=message["content_type"], headers=message["headers"], method=message["method"],
+                path=message["path"], size=len(message["body"]), _id=message.get("id"),
+                trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
+            )
             wire = response_to_wire(entry(context, event))
         except Exception as exc:
             logger.error_with("handler raised", traceback=traceback.format_exc())

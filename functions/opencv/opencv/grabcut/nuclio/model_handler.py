@@ -15,6 +15,7 @@ import numpy as np
 
 from common.entry import ModelHandler as BaseHandler
 from common.errors import RequestError
+from common.image import scaled_size
 from common.interactor import interactor_reply
 from common.request import InteractorRequest
 
@@ -55,19 +56,21 @@ class ModelHandler(BaseHandler):
         # Work on the box plus a band of surrounding background: GrabCut learns both colour models there.
         pad = max(8, (xbr - xtl + ybr - ytl) // 10)
         x0, y0, x1, y1 = max(0, xtl - pad), max(0, ytl - pad), min(width, xbr + pad), min(height, ybr + pad)
-        # GrabCut's cost grows fast with pixels: run it on the region scaled to at most MAX_SIDE pixels.
-        scale = min(1.0, MAX_SIDE / max(x1 - x0, y1 - y0))
-        roi = np.ascontiguousarray(rgb[y0:y1, x0:x1, ::-1])
-        if scale < 1.0:
-            roi = cv2.resize(roi, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        mask = np.full(roi.shape[:2], cv2.GC_BGD, np.uint8)
-        rx0, ry0 = int((xtl - x0) * scale), int((ytl - y0) * scale)
-        rx1, ry1 = int(np.ceil((xbr - x0) * scale)), int(np.ceil((ybr - y0) * scale))
+        # GrabCut's cost grows fast with pixels: run it on the region scaled to at most MAX_SIDE pixels
+        # (each side at least one pixel, whatever the aspect ratio); only the result is scaled back.
+        region_w, region_h = x1 - x0, y1 - y0
+        small_w, small_h = scaled_size(region_w, region_h, min(1.0, MAX_SIDE / max(region_w, region_h)))
+        sx, sy = small_w / region_w, small_h / region_h
+        roi = cv2.cvtColor(cv2.resize(rgb[y0:y1, x0:x1], (small_w, small_h), interpolation=cv2.INTER_AREA),
+                           cv2.COLOR_RGB2BGR)
+        mask = np.full((small_h, small_w), cv2.GC_BGD, np.uint8)
+        rx0, ry0 = int((xtl - x0) * sx), int((ytl - y0) * sy)
+        rx1, ry1 = int(np.ceil((xbr - x0) * sx)), int(np.ceil((ybr - y0) * sy))
         mask[ry0:ry1, rx0:rx1] = cv2.GC_PR_FGD
-        radius = max(2, int(min(width, height) * scale) // 150)
+        radius = max(2, int(min(width * sx, height * sy)) // 150)
         for points, value in ((request.neg_points, cv2.GC_BGD), (request.pos_points, cv2.GC_FGD)):
             for x, y in points:
-                cv2.circle(mask, (int((x - x0) * scale), int((y - y0) * scale)), radius, int(value), -1)
+                cv2.circle(mask, (int((x - x0) * sx), int((y - y0) * sy)), radius, int(value), -1)
         if (mask == cv2.GC_BGD).all():
             return np.zeros((height, width), dtype=bool)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
@@ -75,11 +78,11 @@ class ModelHandler(BaseHandler):
             cv2.grabCut(roi, mask, None, bgd, fgd, ITERATIONS, cv2.GC_INIT_WITH_MASK)
         except cv2.error:  # too few background or foreground pixels to fit the colour models
             pass
-        found = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32)
-        if scale < 1.0:
-            found = cv2.resize(found, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        found = largest_component((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8) * 255
+        if (small_w, small_h) != (region_w, region_h):  # one byte per pixel of the region, no more
+            found = cv2.resize(found, (region_w, region_h), interpolation=cv2.INTER_LINEAR)
         full = np.zeros((height, width), dtype=bool)
-        full[y0:y1, x0:x1] = largest_component(found > 0.5)
+        np.greater(found, 127, out=full[y0:y1, x0:x1])
         return full
 
     def __call__(self, request: InteractorRequest) -> dict:

@@ -23,10 +23,13 @@ from common.embedding_cache import Entry
 from common.promptable import PromptableSegmenter, predict_arguments
 
 URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-CHECKPOINTS = {
-    "vit_b": weights.Weights("sam_vit_b_01ec64.pth", URL + "sam_vit_b_01ec64.pth"),
-    "vit_l": weights.Weights("sam_vit_l_0b3195.pth", URL + "sam_vit_l_0b3195.pth"),
-    "vit_h": weights.Weights("sam_vit_h_4b8939.pth", URL + "sam_vit_h_4b8939.pth"),
+CHECKPOINTS = {  # the official files and their SHA-256 (a download is checked before it is used)
+    "vit_b": weights.Weights("sam_vit_b_01ec64.pth", URL + "sam_vit_b_01ec64.pth",
+                             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    "vit_l": weights.Weights("sam_vit_l_0b3195.pth", URL + "sam_vit_l_0b3195.pth",
+                             "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    "vit_h": weights.Weights("sam_vit_h_4b8939.pth", URL + "sam_vit_h_4b8939.pth",
+                             "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
 }
 # encoder (embed dim, depth, heads, global attention blocks) of the official models
 ARCHITECTURES = {
@@ -55,6 +58,8 @@ def encoder_architecture(state_dict: dict) -> tuple[int, int, int, tuple[int, ..
 
 class ModelHandler(PromptableSegmenter):
     function_dir = Path(__file__).resolve().parent
+    work_bytes_per_pixel = 45  # measured: the predicted masks' logits and masks at the image's size
+    max_aspect = 512.0  # SAM scales the long side to 1024 pixels; the short side keeps at least two
 
     def __init__(self, context=None):
         super().__init__(context)
