@@ -32,7 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import RequestError
 
 DEFAULT_MAX_PIXELS = 100_000_000
-DEFAULT_MAX_MEMORY_MB = 1024
+DEFAULT_MAX_MEMORY_MB = 512
 DECODE_BYTES_PER_PIXEL = 7  # decoding: Pillow's 4-byte RGB pixels, then our 3-byte array
 _DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
@@ -49,7 +49,7 @@ def max_pixels() -> int:
 
 def max_memory() -> int:
     """Bytes a request image may cost a worker, decoded and as the model works on it: ``IMAGE_MAX_MEMORY_MB``
-    megabytes (default 1024)."""
+    megabytes (default 512)."""
     value = os.environ.get("IMAGE_MAX_MEMORY_MB", "")
     return int(float(value) * 2**20) if value.strip() else DEFAULT_MAX_MEMORY_MB * 2**20
 

@@ -92,13 +92,10 @@ class TorchvisionDetector(ModelHandler):
     def predict(self, rgb: np.ndarray, threshold: float = 0.0) -> Output:
         """The model's detections scoring ≥ ``threshold`` for one H×W×3 uint8 RGB image, as NumPy arrays in
         image pixels (filtered on the device: Mask R-CNN's full-image masks are large)."""
-        height, width = rgb.shape[:2]
-        padded = pad_to_aspect(rgb, MAX_ASPECT)
+        padded = pad_to_aspect(rgb, MAX_ASPECT)  # detections lie in the image: the padding is below or right
         tensor = torch.from_numpy(np.ascontiguousarray(padded)).to(self.device).permute(2, 0, 1).float().div_(255)
         output = self.model([tensor])[0]
         keep = output["scores"] >= threshold
-        if "masks" in output:  # full-image masks of the padded image
-            output["masks"] = output["masks"][..., :height, :width]
         return {key: value[keep].cpu().numpy() for key, value in output.items()}
 
     def label_name(self, class_id: int) -> str | None:

@@ -212,3 +212,51 @@ def _tiny_png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict, object]:
+    """Send raw bytes, read until the server closes: (status, headers, JSON body). Fails if it never closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        reply = b""
+        while chunk := s.recv(65536):  # a timeout here means the server kept the connection open
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def test_malformed_http_gets_json_4xx_and_the_connection_closed(serve):
+    harness = serve(ECHO)
+    pids_before = {w.process.pid for w in harness.functions["test-echo"]._workers.values()}
+    cases = {
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}": 400,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n{}": 400,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3\r\n\r\n{}": 400,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n": 400,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\n{}\r\n0\r\n\r\n": 400,
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n": 431,
+        b"POST / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(120)) + b"\r\n": 431,
+        b"POST / HTTP/3.0\r\nHost: x\r\n\r\n": 505,
+        b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n": 501,
+        b"hello there\r\n\r\n": 400,
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n": 414,
+    }
+    for port in (harness.functions["test-echo"].http_port, harness.port):
+        for request, expected in cases.items():
+            if port == harness.port and request.startswith(b"POST / "):  # the dashboard's POST endpoint
+                request = request.replace(b"POST / ", b"POST /api/function_invocations ", 1).replace(
+                    b"Host: x\r\n", b"Host: x\r\nx-nuclio-function-name: test-echo\r\n", 1)
+            status, headers, body = raw_exchange(port, request)
+            assert (status, headers["Content-Type"], headers["Connection"]) == (expected, "application/json", "close"), \
+                (request[:80], status)
+            assert isinstance(body["error"], str) and body["error"]
+    deep = b"[" * 5000 + b"]" * 5000
+    for content_type in ("application/json", "text/plain"):  # Python's JSON decoder gives up: the body stays bytes
+        status, _, reply = http("POST", function_url(harness), deep, {"Content-Type": content_type})
+        assert status == 200 and reply["body_type"] == "bytes"
+    status, _, reply = http("POST", function_url(harness), b"1" * 5000, {"Content-Type": "application/json"})
+    assert status == 200 and reply["body_type"] == "bytes"
+    assert {w.process.pid for w in harness.functions["test-echo"]._workers.values()} == pids_before
+    assert http("POST", function_url(harness), {"a": 1})[0] == 200

@@ -180,3 +180,31 @@ def test_mean_color_is_the_per_channel_mean():
     image = RequestImage(encode(Image.fromarray(rgb)))
     assert image.mean_color.dtype == np.float32
     assert np.allclose(image.mean_color, [150, 20, 127.5])
+
+
+def test_memory_limit_counts_decoding_and_the_models_work(monkeypatch):
+    image = RequestImage(encode(Image.new("1", (1024, 1024))))  # 2**20 pixels
+    image.require_memory(0)  # 7 MB of decoding, well inside the default 512 MB
+    bomb = RequestImage(encode(Image.new("1", (10000, 10000))))  # within IMAGE_MAX_PIXELS, not in memory
+    with pytest.raises(RequestError, match="10000x10000: this function would need about 668 MB"):
+        bomb.require_memory(0)
+    monkeypatch.setenv("IMAGE_MAX_MEMORY_MB", "10")
+    image.require_memory(3)  # 7 + 3 bytes per pixel: exactly the 10 MB allowed
+    with pytest.raises(RequestError, match=r"1024x1024: this function would need about 11 MB .* 10 MB "
+                                           r"\(IMAGE_MAX_MEMORY_MB\)"):
+        image.require_memory(4)
+
+
+def test_padding_to_an_aspect_ratio_keeps_coordinates():
+    from common.image import pad_to_aspect, scaled_size
+
+    thin = np.full((4000, 1, 3), 7, np.uint8)
+    padded = pad_to_aspect(thin, 8)
+    assert padded.shape == (4000, 500, 3) and (padded[:, :1] == thin).all() and (padded == 7).all()
+    wide = np.zeros((3, 2000, 3), np.uint8)
+    wide[:, :10] = 80
+    padded = pad_to_aspect(wide, 100)
+    assert padded.shape == (20, 2000, 3) and (padded[:3] == wide).all() and (padded[3:] == 0).all()  # mean is 0.4
+    square = np.zeros((30, 40, 3), np.uint8)
+    assert pad_to_aspect(square, 8) is square
+    assert scaled_size(1, 4000, 0.25) == (1, 1000) and scaled_size(4000, 1, 0.1) == (400, 1)

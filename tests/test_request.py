@@ -158,3 +158,36 @@ def test_reid_errors(extra, message):
 def test_points_array_types():
     request = parse_interactor({"image": IMAGE, "pos_points": [[1, 2]]})
     assert request.pos_points.dtype == np.float64
+
+
+# ---------------------------------------------------------------- hostile numbers and bodies
+
+HUGE = 10 ** 400  # what JSON's "1" followed by 400 zeros decodes to: an int no float can hold
+
+
+@pytest.mark.parametrize("parser, body, message", [
+    (parse_detector, {"image": IMAGE, "threshold": HUGE}, "threshold is too large a number"),
+    (parse_interactor, {"image": IMAGE, "pos_points": [[HUGE, 1]]}, "pos_points[0][0] is too large a number"),
+    (parse_interactor, {"image": IMAGE, "pos_points": [], "obj_bbox": [[0, 0], [1, -HUGE]]},
+     "obj_bbox[1][1] is too large a number"),
+    (parse_tracker, {"image": IMAGE, "shapes": [[0, 0, HUGE, 5]], "states": []}, "shapes[0][2] is too large"),
+    (parse_reid, {"image0": IMAGE, "image1": IMAGE, "boxes0": [{"points": [0, 0, 1, 1]}], "boxes1": [],
+                  "max_distance": HUGE}, "max_distance is too large a number"),
+    (parse_reid, {"image0": IMAGE, "image1": IMAGE, "boxes0": [{"points": [0, 0, 1, 1], "label_id": [[1]]}],
+                  "boxes1": []}, "boxes0[0].label_id must be a label id"),
+    (parse_tracker, {"image": IMAGE, "shapes": [{"type": "x" * 10_000, "points": [0, 0, 1, 1]}]},
+     "shapes[0].type must be one of rectangle, got a string"),
+])
+def test_numbers_beyond_floats_and_odd_values_are_400s(parser, body, message):
+    assert message in error_of(parser, body)
+
+
+def test_undecodable_bodies_are_400s():
+    from common.entry import decode_body
+
+    for body, message in [(b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+                          (b"1" * 4301, "too many digits"),
+                          (b'{"threshold": ' + b"9" * 5000 + b"}", "too many digits"),
+                          (b"\xff\xfe", "not UTF-8"), (b"   ", "empty"), (b"{", "not valid JSON")]:
+        with pytest.raises(RequestError, match=message):
+            decode_body(body)

@@ -131,22 +131,27 @@ def test_score_filter_label_mapping_order_and_clipping(handlers):
 
 
 def test_mask_threshold_layout_and_polygon(handlers):
+    """Each returned detection's 28×28 mask is pasted as torchvision itself pastes all of them."""
+    import torch
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
     handler = handlers["maskrcnn"]
-    probabilities = np.zeros((3, 1, 40, 60), np.float32)
-    probabilities[0, 0, 10:20, 5:35] = 0.8  # the object: rows 10..19, columns 5..34
-    probabilities[0, 0, 25:30, 40:50] = 0.4  # below MASK_THRESHOLD: not part of the mask
+    probabilities = np.zeros((3, 1, 28, 28), np.float32)
+    probabilities[0, 0, 4:20, 2:26] = 0.8  # the object, inside its box
+    probabilities[0, 0, 22:26, 2:6] = 0.4  # below MASK_THRESHOLD: not part of the mask
     probabilities[1, 0] = 0.2  # a detection whose mask is empty: dropped
-    output = outputs(boxes=[[5, 10, 35, 20], [0, 0, 60, 40], [0, 0, 1, 1]], labels=[17, 17, 1],
-                     scores=[0.9, 0.8, 0.1], masks=probabilities)
+    output = outputs(boxes=[[5, 10, 35, 30], [0, 0, 60, 40], [0, 0, 1, 1]], labels=[17, 17, 1],
+                     scores=[0.9, 0.8, 0.1], mask_probs=probabilities)
     (shape,) = handler.to_shapes(output, 0.5, width=60, height=40)
     assert shape["label"] == "cat" and shape["type"] == "mask" and shape["confidence"] == "0.9000"
-    assert shape["mask"][-4:] == [5, 10, 34, 19]
-    assert shape["mask"][:-4] == [255] * (30 * 10)
-    expected = np.zeros((40, 60), bool)
-    expected[10:20, 5:35] = True
+    pasted = paste_masks_in_image(torch.from_numpy(probabilities), torch.from_numpy(output["boxes"]), (40, 60))
+    expected = pasted[0, 0].numpy() >= 0.5  # what torchvision's own post-processing gives, thresholded
+    assert 100 < expected.sum() < 30 * 20 and not (pasted[1, 0].numpy() >= 0.5).any()
     assert (from_cvat_mask(shape["mask"], 60, 40) == expected).all()
-    corners = sorted(zip(shape["points"][0::2], shape["points"][1::2]))
-    assert corners == [(5.0, 10.0), (5.0, 19.0), (34.0, 10.0), (34.0, 19.0)]
+    rows, columns = np.nonzero(expected)
+    assert shape["mask"][-4:] == [columns.min(), rows.min(), columns.max(), rows.max()]
+    xs, ys = shape["points"][0::2], shape["points"][1::2]
+    assert (min(xs), min(ys), max(xs), max(ys)) == (columns.min(), rows.min(), columns.max(), rows.max())
 
 
 def test_keypoint_visibility_becomes_outside(handlers):

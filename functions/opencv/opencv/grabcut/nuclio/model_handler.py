@@ -45,6 +45,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 class ModelHandler(BaseHandler):
     kind = "interactor"
     function_dir = Path(__file__).resolve().parent
+    work_bytes_per_pixel = 3  # the object mask at the image's size, and the reply's copy of it
 
     def segment(self, request: InteractorRequest) -> np.ndarray:
         """The object mask (H×W bool) for the request's box and clicks."""

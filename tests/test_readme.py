@@ -1,0 +1,91 @@
+"""The README's two commands, exactly as written, and paths given in variables as a user's shell means them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT, http
+from tests.test_cli import free_port
+
+YOLOX = "functions/onnx/megvii/yolox/nuclio"
+
+
+def readme_command(comment: str) -> str:
+    """The README command line in "The two commands" whose trailing comment starts with ``comment``."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        command, _, note = line.partition("#")
+        if note.strip().startswith(comment) and "tools/fn" in command:
+            return command.strip()
+    raise AssertionError(f"no README command commented {comment!r}")
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    command = readme_command("the whole test suite")
+    assert "../shared/models" in command and "../shared/data" in command  # relative, as a user types it
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in lines, f".ci/run must run {command!r} verbatim"
+    assert 'cd "$(dirname "$0")/.."' in lines  # from the repository root
+
+
+def test_the_readme_serve_command_as_written_serves_a_function(data_dir, tmp_path):
+    command = readme_command("serve every function")
+    assert command.startswith("MODELS_DIR=../shared/models ")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("MODELS_DIR", "MODEL_PATH", "FN_PORT")}
+    env.update(FN_PORT=str(port), PYTHONUNBUFFERED="1")
+    log = open(tmp_path / "serve.log", "w+")
+    server = subprocess.Popen(["bash", "-c", f"{command} {YOLOX}"], cwd=ROOT, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "Try it" not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            time.sleep(0.3)
+        text = (tmp_path / "serve.log").read_text()
+        assert re.search(r"onnx-megvii-yolox\s+detector\s+ready", text), text
+        image = (data_dir / "images" / "dog.jpg").read_bytes()
+        status, _, reply = http("POST", f"http://127.0.0.1:{port}/api/function_invocations",
+                                {"image": base64.b64encode(image).decode(), "threshold": 0.5},
+                                {"x-nuclio-function-name": "onnx-megvii-yolox"})
+        assert status == 200, reply
+        assert {"dog", "bicycle"} <= {shape["label"] for shape in reply}
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGINT)  # ^C, as a user stops it
+        server.wait(30)
+        log.close()
+
+
+def test_relative_paths_in_variables_mean_the_shells_directory(models_dir, data_dir, tmp_path):
+    """``tools/fn invoke`` typed in another folder with MODELS_DIR relative to it: the workers, which run in
+    the function's folder, still find the weights."""
+    elsewhere = tmp_path / "somewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MODELS_DIR", "MODEL_PATH")}
+    env.update(MODELS_DIR=os.path.relpath(models_dir, elsewhere), PYTHONPATH=str(ROOT))
+    image = os.path.relpath(data_dir / "images" / "dog.jpg", elsewhere)
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "invoke", str(ROOT / YOLOX), "--image", image],
+                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dog" in {shape["label"] for shape in json.loads(result.stdout)}
+
+
+def test_which_variables_are_made_absolute(tmp_path):
+    from tools.config import absolute_paths
+
+    env = {"MODELS_DIR": "../shared/models", "MODEL_PATH": "w/x.onnx", "BACKBONE_PATH": "b.onnx",
+           "TEST_DATA_DIR": "/already/absolute", "CVAT_FUNCTIONS_CACHE": "~/cache", "PYTHONPATH": "a:b",
+           "LD_LIBRARY_PATH": "lib1:lib2", "NUM_THREADS": "2", "MODEL_TYPE": "vit_b", "XDG_CACHE_HOME": ""}
+    assert absolute_paths(env, str(tmp_path / "here")) == {
+        "MODELS_DIR": str(tmp_path / "shared" / "models"),
+        "MODEL_PATH": str(tmp_path / "here" / "w" / "x.onnx"),
+        "BACKBONE_PATH": str(tmp_path / "here" / "b.onnx"),
+        "CVAT_FUNCTIONS_CACHE": os.path.expanduser("~/cache"),
+    }
