@@ -93,6 +93,26 @@ def test_offline_error_names_the_variables(clean_env):
     assert info.value.status == 503
 
 
+def test_every_downloaded_checkpoint_is_pinned_by_its_sha256():
+    """The official files a function downloads by itself are checked before use; SAM and SAM 2 included."""
+    import re
+    import sys
+
+    from common import sam2_models
+    from tests.segmenters import SAM
+
+    sys.path.insert(0, str(SAM))
+    try:
+        sys.modules.pop("model_handler", None)
+        import model_handler as sam
+    finally:
+        sys.path.remove(str(SAM))
+        sys.modules.pop("model_handler", None)
+    pins = [w.sha256 for w in sam.CHECKPOINTS.values()] + [sha for _, _, sha in sam2_models.SIZES.values()]
+    assert len(pins) == 7 and all(re.fullmatch(r"[0-9a-f]{64}", pin or "") for pin in pins), pins
+    assert len(set(pins)) == 7
+
+
 def test_labels_from_function_yaml():
     labels = Labels.from_function_yaml(YOLOX_YAML)
     assert len(labels) == 80 and labels.name_of(0) == "person" and labels.name_of(79) == "toothbrush"

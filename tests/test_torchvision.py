@@ -173,3 +173,10 @@ def test_keypoint_visibility_becomes_outside(handlers):
     assert elements["left ear"]["points"] == [200.0, 50.0]  # clamped into the image
     assert elements["nose"]["points"] == [10.0, 50.0] and elements["right ankle"]["points"] == [90.0, 50.0]
     assert json.loads(json.dumps(shape)) == shape
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn", "maskrcnn", "keypointrcnn"])
+def test_images_of_extreme_aspect_ratio_are_padded_for_the_models_resize(handlers, name):
+    from tests.test_odd_images import answer_all
+
+    answer_all(handlers[name])
