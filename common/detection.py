@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .image import scaled_size
+
 
 @dataclass
 class Letterbox:
@@ -21,7 +23,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = 114) ->
     height, width = size
     h, w = image.shape[:2]
     scale = min(height / h, width / w)
-    new_w, new_h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    new_w, new_h = scaled_size(w, h, scale)
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     out = np.full((height, width) + image.shape[2:], pad_value, dtype=image.dtype)
     out[:new_h, :new_w] = resized

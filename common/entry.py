@@ -55,6 +55,9 @@ class ModelHandler:
     # Bytes the model allocates per pixel of a request image beyond decoding it (measured; 0 for models that
     # work on a resized copy of fixed size). With decoding, this bounds a request image by IMAGE_MAX_MEMORY_MB.
     work_bytes_per_pixel: ClassVar[float] = 0
+    # Models whose own resize keeps the aspect ratio (and would leave a 1×4000 image no rows) get images further
+    # from square than this padded first (:func:`~common.image.pad_to_aspect`); None: no padding.
+    max_aspect: ClassVar[float | None] = None
 
     def __init__(self, context: nuclio_sdk.Context | None = None):
         self.context = context
@@ -88,7 +91,7 @@ class ModelHandler:
             for item in dataclasses.fields(request):
                 value = getattr(request, item.name)
                 if isinstance(value, RequestImage):
-                    value.require_memory(self.work_bytes_per_pixel)
+                    value.require_memory(self.work_bytes_per_pixel, self.max_aspect)
 
     def __call__(self, request: Any) -> Any:
         raise NotImplementedError

@@ -104,16 +104,19 @@ class RequestImage:
             )
         self._orientation = _exif_orientation(self._pil)
 
-    def require_memory(self, work_bytes_per_pixel: float) -> None:
+    def require_memory(self, work_bytes_per_pixel: float, max_aspect: float | None = None) -> None:
         """Refuse the image (400) when decoding it plus ``work_bytes_per_pixel`` per pixel of the model's own
-        work would take more than :func:`max_memory`; checked from the header, before any pixel is decoded."""
+        work (on the image padded to ``max_aspect``, for models that pad) would take more than
+        :func:`max_memory`; checked from the header, before any pixel is decoded."""
         width, height = self.size
-        need = width * height * (DECODE_BYTES_PER_PIXEL + work_bytes_per_pixel)
+        work_w, work_h = (width, height) if max_aspect is None else padded_size(width, height, max_aspect)
+        need = width * height * DECODE_BYTES_PER_PIXEL + work_w * work_h * work_bytes_per_pixel
         limit = max_memory()
         if need > limit:
+            padding = f" (padded to {work_w}x{work_h})" if (work_w, work_h) != (width, height) else ""
             raise RequestError(
-                f"{self.field} is {width}x{height}: this function would need about {need / 2**20:.0f} MB for it, "
-                f"over the limit of {limit / 2**20:.0f} MB (IMAGE_MAX_MEMORY_MB); send a smaller image"
+                f"{self.field} is {width}x{height}: this function would need about {need / 2**20:.0f} MB for "
+                f"it{padding}, over the limit of {limit / 2**20:.0f} MB (IMAGE_MAX_MEMORY_MB); send a smaller image"
             )
 
     @classmethod
@@ -165,13 +168,18 @@ def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def padded_size(width: int, height: int, max_aspect: float) -> tuple[int, int]:
+    """The size :func:`pad_to_aspect` gives a width × height image."""
+    return max(width, math.ceil(height / max_aspect)), max(height, math.ceil(width / max_aspect))
+
+
 def pad_to_aspect(image: np.ndarray, max_aspect: float) -> np.ndarray:
     """``image`` (H×W×C) padded with its mean colour at the bottom or the right, so that neither side is more
     than ``max_aspect`` times the other; coordinates in the image stay what they were. For models whose own
     resizing would leave a long thin image (1×4000) with no rows, or scale it up without bound."""
     height, width = image.shape[:2]
-    pad_h = max(0, math.ceil(width / max_aspect) - height)
-    pad_w = max(0, math.ceil(height / max_aspect) - width)
+    new_w, new_h = padded_size(width, height, max_aspect)
+    pad_h, pad_w = new_h - height, new_w - width
     if not pad_h and not pad_w:
         return image
     fill = [float(v) for v in image.reshape(-1, image.shape[2]).mean(axis=0)]

@@ -43,9 +43,6 @@ def predict_arguments(points: np.ndarray, labels: np.ndarray, box: np.ndarray | 
 
 class PromptableSegmenter(ModelHandler):
     kind: ClassVar[str] = "interactor"
-    # An image further from square than this is padded (bottom or right) before the encoder, for models whose
-    # resize keeps the aspect ratio and would leave a long thin image with no rows; masks are cut back.
-    max_aspect: ClassVar[float | None] = None
 
     def __init__(self, context=None):
         super().__init__(context)
@@ -104,5 +101,5 @@ class PromptableSegmenter(ModelHandler):
         masks, scores = self.decode(entry, points, labels, box, multimask=len(points) == 1 and box is None)
         best = int(np.argmax(scores))
         width, height = request.image.size
-        mask = masks[best][:height, :width]  # without the padding of an image of extreme aspect ratio
+        mask = masks[best][:height, :width]  # without the padding of an image beyond max_aspect
         return Reply(interactor_reply(mask, request.body, float(scores[best])), headers)

@@ -42,11 +42,6 @@ def official_weights(entry: Any) -> weights.Weights:
     return weights.Weights(filename, url=entry.url, sha256=digest)
 
 
-# The model scales an image by min(MIN_SIZE / short side, MAX_SIZE / long side); an image further from square
-# than this is padded first, so that its short side keeps enough rows (a 1×4000 image would keep none).
-MAX_ASPECT = 32.0
-
-
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name, "").strip()
     return float(value) if value else default
@@ -67,6 +62,8 @@ class TorchvisionDetector(ModelHandler):
     score_argument: ClassVar[str] = "box_score_thresh"  # RetinaNet calls it score_thresh
     detections_argument: ClassVar[str] = "box_detections_per_img"  # RetinaNet: detections_per_img
     work_bytes_per_pixel: ClassVar[float] = 38  # measured: the image as float tensors (and normalised)
+    # the model scales by min(MIN_SIZE / short side, MAX_SIZE / long side): keep the short side some rows
+    max_aspect: ClassVar[float | None] = 32.0
 
     def __init__(self, context=None):
         super().__init__(context)
@@ -92,7 +89,7 @@ class TorchvisionDetector(ModelHandler):
     def predict(self, rgb: np.ndarray, threshold: float = 0.0) -> Output:
         """The model's detections scoring ≥ ``threshold`` for one H×W×3 uint8 RGB image, as NumPy arrays in
         image pixels (filtered on the device: Mask R-CNN's full-image masks are large)."""
-        padded = pad_to_aspect(rgb, MAX_ASPECT)  # detections lie in the image: the padding is below or right
+        padded = pad_to_aspect(rgb, self.max_aspect)  # detections lie in the image: the padding is below or right
         tensor = torch.from_numpy(np.ascontiguousarray(padded)).to(self.device).permute(2, 0, 1).float().div_(255)
         output = self.model([tensor])[0]
         keep = output["scores"] >= threshold

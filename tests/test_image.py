@@ -208,3 +208,11 @@ def test_padding_to_an_aspect_ratio_keeps_coordinates():
     square = np.zeros((30, 40, 3), np.uint8)
     assert pad_to_aspect(square, 8) is square
     assert scaled_size(1, 4000, 0.25) == (1, 1000) and scaled_size(4000, 1, 0.1) == (400, 1)
+
+
+def test_memory_limit_counts_the_padding_a_model_adds(monkeypatch):
+    thin = RequestImage(encode(Image.new("1", (100_000, 1))))  # 0.1 megapixel, padded to 1:512: 196 rows
+    thin.require_memory(45)
+    thin.require_memory(0, max_aspect=512)
+    with pytest.raises(RequestError, match=r"100000x1: .* about 842 MB for it \(padded to 100000x196\)"):
+        thin.require_memory(45, max_aspect=512)

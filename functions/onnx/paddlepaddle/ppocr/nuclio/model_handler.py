@@ -24,10 +24,6 @@ from common.request import DetectorRequest, parse_detector
 
 TEXT = "text"
 DEFAULT_THRESHOLD = 0.5  # RapidOCR's own default text score
-# RapidOCR scales an image's short side up to its detector's 736 pixels and the long side with it, so a long
-# thin image (3×2000) would become a detector input of hundreds of megapixels; images further from square
-# than this are padded (below or to the right, so coordinates are unchanged) before they reach it.
-MAX_ASPECT = 8.0
 
 
 
@@ -35,6 +31,9 @@ class ModelHandler(BaseHandler):
     kind = "detector"
     function_dir = Path(__file__).resolve().parent
     work_bytes_per_pixel = 17  # measured: RapidOCR's copies of the image before it scales it down
+    # RapidOCR scales an image's short side up to its detector's 736 pixels and the long side with it: a 3×2000
+    # image would become a detector input of hundreds of megapixels
+    max_aspect = 8.0
 
     def __init__(self, context=None):
         super().__init__(context)
@@ -51,7 +50,7 @@ class ModelHandler(BaseHandler):
 
     def read(self, rgb: np.ndarray, threshold: float) -> list[tuple[np.ndarray, str, float]]:
         """(4×2 corners in image pixels, text, confidence) per text line, top to bottom."""
-        bgr = pad_to_aspect(np.ascontiguousarray(rgb[:, :, ::-1]), MAX_ASPECT)
+        bgr = pad_to_aspect(np.ascontiguousarray(rgb[:, :, ::-1]), self.max_aspect)
         lines, _ = self.engine(bgr, box_thresh=self.box_threshold, unclip_ratio=self.unclip_ratio,
                                text_score=threshold)
         return [(np.asarray(box, dtype=np.float64), str(text), float(score)) for box, text, score in lines or []]
