@@ -46,9 +46,9 @@ def test_points_and_box_reach_the_model_in_its_input_frame(sam, dog):
         click(sam, {"image": dog, "pos_points": [[300, 200]], "neg_points": [[700.5, 10]],
                     "obj_bbox": [[100, 50], [500, 400]]})
     coords, labels = calls[-1]["points"]
-    np.testing.assert_allclose(coords[0].numpy(), [[300 * scale, 200 * scale], [700.5 * scale, 10 * scale]], rtol=1e-5)
+    np.testing.assert_allclose(coords[0].cpu().numpy(), [[300 * scale, 200 * scale], [700.5 * scale, 10 * scale]], rtol=1e-5)
     assert labels[0].tolist() == [1, 0]
-    np.testing.assert_allclose(calls[-1]["boxes"].numpy().reshape(4), [100 * scale, 50 * scale, 500 * scale, 400 * scale],
+    np.testing.assert_allclose(calls[-1]["boxes"].cpu().numpy().reshape(4), [100 * scale, 50 * scale, 500 * scale, 400 * scale],
                                rtol=1e-5)
 
 

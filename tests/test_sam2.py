@@ -36,7 +36,7 @@ def test_box_corners_and_points_reach_the_model_in_its_input_frame(sam2, dog):
                      "obj_bbox": [[100, 50], [500, 400]]})
     coords, labels = calls[-1]["points"]
     expected = [[100 * sx, 50 * sy], [500 * sx, 400 * sy], [300 * sx, 200 * sy], [700 * sx, 10 * sy]]
-    np.testing.assert_allclose(coords[0].numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(coords[0].cpu().numpy(), expected, rtol=1e-5)
     assert labels[0].tolist() == [2, 3, 1, 0]  # box corners, then object and background clicks
 
 
