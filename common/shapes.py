@@ -146,8 +146,11 @@ def rle_encode(flat: np.ndarray) -> list[int]:
 
 def rle_decode(counts: Sequence[int], size: int) -> np.ndarray:
     """Inverse of :func:`rle_encode` into a flat boolean array of ``size`` values."""
-    counts = np.asarray(counts, dtype=np.int64)
-    if (counts < 0).any() or counts.sum() != size:
+    counts = np.asarray(counts, dtype=np.float64)  # any size of number, checked before it becomes an int
+    if (counts < 0).any() or (counts > size).any() or (counts != np.floor(counts)).any():
+        raise RequestError(f"RLE counts must be whole numbers from 0 to the mask's {size} pixels")
+    counts = counts.astype(np.int64)
+    if counts.sum() != size:
         raise RequestError(f"RLE counts sum to {int(counts.sum())}, expected {size}")
     values = np.zeros(counts.size, dtype=bool)
     values[1::2] = True
@@ -166,7 +169,7 @@ def to_cvat_rle(mask: np.ndarray) -> list[int] | None:
 def from_cvat_rle(values: Sequence[float], width: int, height: int) -> np.ndarray:
     """Inverse of :func:`to_cvat_rle`: a full-size boolean mask."""
     xtl, ytl, xbr, ybr = bbox = _trailing_bbox(values, width, height, "RLE counts")
-    region = rle_decode([int(v) for v in values[:-4]], (xbr - xtl + 1) * (ybr - ytl + 1))
+    region = rle_decode(values[:-4], (xbr - xtl + 1) * (ybr - ytl + 1))
     return _paste(region, bbox, width, height)
 
 

@@ -32,6 +32,7 @@ FOLDERS = {  # one function of every kind, ONNX, OpenCV and PyTorch alike
     "interactor": FUNCTIONS / "opencv" / "opencv" / "grabcut" / "nuclio",
     "interactor-torch": FUNCTIONS / "pytorch" / "facebookresearch" / "sam" / "nuclio",
     "tracker": FUNCTIONS / "onnx" / "honglinchu" / "nanotrack" / "nuclio",
+    "tracker-torch": FUNCTIONS / "pytorch" / "facebookresearch" / "sam2-tracker" / "nuclio",  # masks, polygons
     "reid": FUNCTIONS / "pytorch" / "torchvision" / "reid" / "nuclio",
 }
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
@@ -99,7 +100,9 @@ def template(kind: str, pick=first) -> dict:
     if kind == "interactor":
         return {"image": VALID, "pos_points": [[20, 20]], "neg_points": [[5, 5]], "obj_bbox": [[10, 10], [40, 30]]}
     if kind == "tracker":
-        shape = pick([[10, 10, 40, 30], {"type": "rectangle", "points": [10, 10, 40, 30]}])
+        shape = pick([[10, 10, 40, 30], {"type": "rectangle", "points": [10, 10, 40, 30]},
+                      {"type": "polygon", "points": [10, 10, 40, 10, 25, 30]},
+                      {"type": "mask", "points": [0, 50, 50, 10, 10, 19, 19]}])
         return {"image": VALID, "shapes": [shape], "states": [pick([None, "A" * 22])]}
     box = {"type": "rectangle", "points": [10, 10, 40, 30], "label_id": 1}
     return {"image0": VALID, "image1": VALID, "boxes0": [box], "boxes1": [dict(box)], "threshold": 0.5,
@@ -155,7 +158,7 @@ def worker_pids(harness) -> dict:
 
 
 @pytest.fixture(scope="module")
-def served(sam_checkpoint, redis_server, tmp_path_factory):
+def served(sam_checkpoint, sam2_checkpoint, redis_server, tmp_path_factory):
     """A harness per function (each with its own MODEL_PATH), trackers and caches on the test Redis."""
     import torch
     from torchvision.models import resnet50
@@ -163,7 +166,9 @@ def served(sam_checkpoint, redis_server, tmp_path_factory):
     torch.manual_seed(0)
     resnet = tmp_path_factory.mktemp("fuzz") / "resnet50.pth"
     torch.save(resnet50(weights=None).state_dict(), resnet)
-    model_paths = {"interactor-torch": str(sam_checkpoint), "reid": str(resnet)}
+    from tools.random_weights import SMALL_SAM2_OVERRIDES
+
+    model_paths = {"interactor-torch": str(sam_checkpoint), "tracker-torch": str(sam2_checkpoint), "reid": str(resnet)}
     with contextlib.ExitStack() as stack:
         harnesses = {}
         for kind, folder in FOLDERS.items():
@@ -173,6 +178,8 @@ def served(sam_checkpoint, redis_server, tmp_path_factory):
                 patch.delenv("MODEL_PATH", raising=False)
                 if kind in model_paths:
                     patch.setenv("MODEL_PATH", model_paths[kind])
+                if kind == "tracker-torch":  # a small SAM 2.1 on a small input keeps a step quick on a CPU
+                    patch.setenv("SAM2_OVERRIDES", " ".join([*SMALL_SAM2_OVERRIDES, "++model.image_size=512"]))
                 harnesses[kind] = stack.enter_context(running(folder, timeout=300))
         started = time.monotonic()
         yield harnesses

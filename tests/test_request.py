@@ -182,6 +182,16 @@ def test_numbers_beyond_floats_and_odd_values_are_400s(parser, body, message):
     assert message in error_of(parser, body)
 
 
+@pytest.mark.parametrize("counts, message", [
+    ([1e300, 0], "whole numbers from 0 to"), ([-1, 101], "whole numbers"), ([2.5, 97.5], "whole numbers"),
+    ([2**62, 2**62, 2**62, 2**62 + 100], "whole numbers"),  # sums to 100 in wrapped 64-bit arithmetic
+    ([50, 49], "sum to 99, expected 100"),
+])
+def test_mask_counts_that_would_overflow_or_not_fit_are_400s(counts, message):
+    body = {"image": IMAGE, "shapes": [{"type": "mask", "points": [*counts, 0, 0, 9, 9]}], "states": []}
+    assert message in error_of(lambda b: parse_tracker(b, ("mask",)), body)
+
+
 def test_undecodable_bodies_are_400s():
     from common.entry import decode_body
 
