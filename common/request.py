@@ -7,6 +7,7 @@ Coordinate rules (CVAT uses continuous pixel coordinates, 0..width and 0..height
 - A box (``obj_bbox``, tracker rectangles, reid boxes) is clipped to the image; a box that has no area
   left after clipping is a 400.
 - Every number must be a finite int or float (not a bool, not a string).
+- At most ``MAX_POINTS`` clicks, ``MAX_OBJECTS`` tracked shapes or boxes per image in one request.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from .image import RequestImage
 from .shapes import from_cvat_rle, rasterize
 
 POINT_TOLERANCE = 1.0
+# Most clicks, tracked objects and re-identified boxes one request may hold. Annotators use a handful; the
+# models' cost grows with each (SAM attends from every click to the whole image, ReID compares all pairs of
+# boxes), so a request holding millions of them within the body limit must not reach a model.
+MAX_POINTS = 1000
+MAX_OBJECTS = 1000
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton")
 
 
@@ -86,8 +92,14 @@ def points_list(body: Mapping[str, Any], name: str, size: tuple[int, int], requi
         value = []
     if not isinstance(value, (list, tuple)):
         raise RequestError(f"{name} must be a list of [x, y] points")
+    at_most(value, MAX_POINTS, name, "points")
     pts = [point_in_image(p, f"{name}[{i}]", size) for i, p in enumerate(value)]
     return np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+
+
+def at_most(items: list, limit: int, name: str, what: str) -> None:
+    if len(items) > limit:
+        raise RequestError(f"{name} has {len(items)} {what}; one request may hold at most {limit}")
 
 
 def clip_box(box: tuple[float, float, float, float], name: str, size: tuple[int, int]) -> tuple[float, ...]:
@@ -220,11 +232,13 @@ def parse_tracker(body: object, supported_shape_types: tuple[str, ...] = ("recta
     states = [] if states is None else states
     if not isinstance(states, list):
         raise RequestError("states must be a list")
+    at_most(states, MAX_OBJECTS, "states", "objects")
     shapes_value = body.get("shapes")
     if shapes_value is None:
         shapes_value = [None] * len(states)
     if not isinstance(shapes_value, list):
         raise RequestError("shapes must be a list")
+    at_most(shapes_value, MAX_OBJECTS, "shapes", "objects")
     if len(states) > len(shapes_value):
         shapes_value = list(shapes_value) + [None] * (len(states) - len(shapes_value))
     shapes: list[TrackedShape | None] = []
@@ -283,6 +297,7 @@ def _reid_boxes(body: Mapping[str, Any], name: str, size: tuple[int, int]) -> li
     value = body.get(name)
     if not isinstance(value, list):
         raise RequestError(f"{name} must be a list of shapes")
+    at_most(value, MAX_OBJECTS, name, "boxes")
     boxes = []
     for i, item in enumerate(value):
         if not isinstance(item, Mapping):

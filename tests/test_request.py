@@ -192,6 +192,20 @@ def test_mask_counts_that_would_overflow_or_not_fit_are_400s(counts, message):
     assert message in error_of(lambda b: parse_tracker(b, ("mask",)), body)
 
 
+def test_requests_hold_a_bounded_number_of_clicks_objects_and_boxes():
+    from common.request import MAX_OBJECTS, MAX_POINTS
+
+    many = [[1, 1]] * (MAX_POINTS + 1)
+    assert parse_interactor({"image": IMAGE, "pos_points": many[:MAX_POINTS]}).pos_points.shape == (MAX_POINTS, 2)
+    assert f"neg_points has {MAX_POINTS + 1} points; one request may hold at most {MAX_POINTS}" in error_of(
+        parse_interactor, {"image": IMAGE, "pos_points": [], "neg_points": many})
+    boxes = [[0, 0, 5, 5]] * (MAX_OBJECTS + 1)
+    assert "shapes has 1001 objects" in error_of(parse_tracker, {"image": IMAGE, "shapes": boxes, "states": []})
+    assert "states has 1001 objects" in error_of(parse_tracker, {"image": IMAGE, "states": ["A" * 22] * 1001})
+    reid = {"image0": IMAGE, "image1": IMAGE, "boxes0": [], "boxes1": [{"points": [0, 0, 5, 5]}] * 1001}
+    assert "boxes1 has 1001 boxes" in error_of(parse_reid, reid)
+
+
 def test_undecodable_bodies_are_400s():
     from common.entry import decode_body
 
