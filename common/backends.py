@@ -18,12 +18,14 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .settings import env_int
+
 BACKENDS = ("openvino", "onnxruntime")
 
 
 def num_threads() -> int | None:
-    value = os.environ.get("NUM_THREADS", "").strip()
-    return int(value) if value and int(value) > 0 else None
+    value = env_int("NUM_THREADS", 0)
+    return value if value > 0 else None
 
 
 class OnnxModel(Protocol):

@@ -21,7 +21,6 @@ import binascii
 import hashlib
 import io
 import math
-import os
 import re
 from functools import cached_property
 
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import RequestError
+from .settings import env_float, env_int
 
 DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_MAX_MEMORY_MB = 512
@@ -43,15 +43,13 @@ Image.MAX_IMAGE_PIXELS = None
 
 def max_pixels() -> int:
     """The pixel limit in force: ``IMAGE_MAX_PIXELS`` or 100 megapixels."""
-    value = os.environ.get("IMAGE_MAX_PIXELS", "")
-    return int(value) if value.strip() else DEFAULT_MAX_PIXELS
+    return env_int("IMAGE_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
 
 def max_memory() -> int:
     """Bytes a request image may cost a worker, decoded and as the model works on it: ``IMAGE_MAX_MEMORY_MB``
     megabytes (default 512)."""
-    value = os.environ.get("IMAGE_MAX_MEMORY_MB", "")
-    return int(float(value) * 2**20) if value.strip() else DEFAULT_MAX_MEMORY_MB * 2**20
+    return int(env_float("IMAGE_MAX_MEMORY_MB", DEFAULT_MAX_MEMORY_MB) * 2**20)
 
 
 def decode_base64(text: object, field: str = "image") -> bytes:

@@ -6,13 +6,13 @@ bools), confidence is a string as in CVAT's reference handlers, attribute values
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from .errors import RequestError
+from .settings import env_float
 
 
 def _coords(values: Iterable[float], ndigits: int = 2) -> list[float]:
@@ -193,8 +193,7 @@ def rasterize(shape_type: str, points: Sequence[float], width: int, height: int)
 
 def polygon_epsilon() -> float:
     """Douglas-Peucker tolerance in pixels for mask → polygon (``POLYGON_EPSILON``, default 1.0; 0 keeps all)."""
-    value = os.environ.get("POLYGON_EPSILON", "")
-    return float(value) if value.strip() else 1.0
+    return env_float("POLYGON_EPSILON", 1.0)
 
 
 def mask_to_polygon(mask: np.ndarray, epsilon: float | None = None) -> np.ndarray | None:

@@ -16,7 +16,6 @@ Environment:
 
 from __future__ import annotations
 
-import os
 import posixpath
 from typing import Any, Callable, ClassVar
 
@@ -28,6 +27,7 @@ from .backends import load_torch_checkpoint, torch_device
 from .entry import ModelHandler
 from .image import pad_to_aspect
 from .request import DetectorRequest
+from .settings import env_float, env_int
 
 Output = dict[str, np.ndarray]  # one image's detections: boxes (N, 4), labels (N,), scores (N,), ...
 
@@ -40,16 +40,6 @@ def official_weights(entry: Any) -> weights.Weights:
     filename = posixpath.basename(entry.url)
     digest = filename.rsplit(".", 1)[0].rsplit("-", 1)[-1]
     return weights.Weights(filename, url=entry.url, sha256=digest)
-
-
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    return float(value) if value else default
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value else default
 
 
 class TorchvisionDetector(ModelHandler):
@@ -74,10 +64,10 @@ class TorchvisionDetector(ModelHandler):
         """Keyword arguments for ``builder`` besides the weights (override to add model-specific ones)."""
         return {
             "num_classes": self.num_classes,
-            self.score_argument: _env_float("MIN_SCORE", 0.05),
-            self.detections_argument: _env_int("DETECTIONS_PER_IMAGE", 100),
-            "min_size": _env_int("MIN_SIZE", 800),
-            "max_size": _env_int("MAX_SIZE", 1333),
+            self.score_argument: env_float("MIN_SCORE", 0.05),
+            self.detections_argument: env_int("DETECTIONS_PER_IMAGE", 100),
+            "min_size": env_int("MIN_SIZE", 800),
+            "max_size": env_int("MAX_SIZE", 1333),
         }
 
     def load(self, path) -> torch.nn.Module:

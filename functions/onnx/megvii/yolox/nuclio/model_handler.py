@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from common.backends import load_onnx
 from common.detection import batched_nms, clip_boxes, letterbox
 from common.entry import ModelHandler as BaseHandler
 from common.request import DetectorRequest
+from common.settings import env_float
 
 WEIGHTS = weights.Weights(
     "yolox_nano.onnx",
@@ -50,7 +50,7 @@ class ModelHandler(BaseHandler):
         _, _, height, width = self.model.input_shapes[0]
         self.input_size = (int(height or 640), int(width or 640))
         self.grid, self.stride = make_grid(self.input_size)
-        self.nms_threshold = float(os.environ.get("NMS_THRESHOLD", "0.45"))
+        self.nms_threshold = env_float("NMS_THRESHOLD", 0.45)
         if len(self.labels) == 0:
             raise RuntimeError("function.yaml declares no labels")
 

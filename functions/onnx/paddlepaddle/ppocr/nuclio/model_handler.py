@@ -11,7 +11,6 @@ recogniser), so nothing is downloaded. It runs on ONNX Runtime's CUDA provider w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from common.backends import num_threads, ort_providers
 from common.entry import ModelHandler as BaseHandler
 from common.image import pad_to_aspect
 from common.request import DetectorRequest, parse_detector
+from common.settings import env_float
 
 TEXT = "text"
 DEFAULT_THRESHOLD = 0.5  # RapidOCR's own default text score
@@ -42,8 +42,8 @@ class ModelHandler(BaseHandler):
         cuda = "CUDAExecutionProvider" in ort_providers()
         self.engine = RapidOCR(det_use_cuda=cuda, cls_use_cuda=cuda, rec_use_cuda=cuda,
                                intra_op_num_threads=num_threads() or -1)
-        self.box_threshold = float(os.environ.get("BOX_THRESHOLD", "0.5"))
-        self.unclip_ratio = float(os.environ.get("UNCLIP_RATIO", "1.6"))
+        self.box_threshold = env_float("BOX_THRESHOLD", 0.5)
+        self.unclip_ratio = env_float("UNCLIP_RATIO", 1.6)
 
     def parse(self, body) -> DetectorRequest:
         return parse_detector(body, default_threshold=DEFAULT_THRESHOLD)

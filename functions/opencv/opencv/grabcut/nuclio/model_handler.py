@@ -7,7 +7,6 @@ connected component of the result is returned.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -18,9 +17,10 @@ from common.errors import RequestError
 from common.image import scaled_size
 from common.interactor import interactor_reply
 from common.request import InteractorRequest
+from common.settings import env_int
 
-ITERATIONS = int(os.environ.get("GRABCUT_ITERATIONS", "5"))
-MAX_SIDE = int(os.environ.get("GRABCUT_MAX_SIDE", "256"))
+ITERATIONS = env_int("GRABCUT_ITERATIONS", 5)
+MAX_SIDE = env_int("GRABCUT_MAX_SIDE", 256)
 
 
 def initial_rect(request: InteractorRequest, width: int, height: int) -> tuple[int, int, int, int]:

@@ -6,7 +6,6 @@ side exceeds ``YUNET_MAX_SIDE`` (default 1920) so that huge frames stay fast.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ from common import shapes, weights
 from common.entry import ModelHandler as BaseHandler
 from common.image import scaled_size
 from common.request import DetectorRequest, parse_detector
+from common.settings import env_float, env_int
 
 WEIGHTS = weights.Weights(
     "yunet_n_640_640.onnx",
@@ -34,8 +34,8 @@ class ModelHandler(BaseHandler):
     def __init__(self, context=None):
         super().__init__(context)
         self.detector = cv2.FaceDetectorYN.create(str(weights.resolve(WEIGHTS)), "", (320, 320),
-                                                  0.01, float(os.environ.get("NMS_THRESHOLD", "0.3")), 5000)
-        self.max_side = int(os.environ.get("YUNET_MAX_SIDE", "1920"))
+                                                  0.01, env_float("NMS_THRESHOLD", 0.3), 5000)
+        self.max_side = env_int("YUNET_MAX_SIDE", 1920)
         skeleton = self.labels.by_name[LANDMARKS]
         self.landmark_names = [sublabel.name for sublabel in skeleton.sublabels]
 

@@ -6,12 +6,12 @@ outside the image, is returned with ``outside: true``: CVAT keeps its position b
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from torchvision.models import detection
 
 from common import shapes
+from common.settings import env_float
 from common.torchvision_detection import Output, TorchvisionDetector, official_weights
 
 
@@ -20,7 +20,7 @@ class ModelHandler(TorchvisionDetector):
     builder = staticmethod(detection.keypointrcnn_resnet50_fpn)
     checkpoint = official_weights(detection.KeypointRCNN_ResNet50_FPN_Weights.COCO_V1)
     num_classes = 2  # background, person
-    keypoint_threshold = float(os.environ.get("KEYPOINT_THRESHOLD", "2.0"))
+    keypoint_threshold = env_float("KEYPOINT_THRESHOLD", 2.0)
 
     def model_arguments(self) -> dict:
         return {**super().model_arguments(), "num_keypoints": 17}

@@ -9,7 +9,6 @@ returned is pasted alone, with the same torchvision function, so memory grows wi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from torchvision.models import detection
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from common import shapes
+from common.settings import env_float
 from common.torchvision_detection import Output, TorchvisionDetector, official_weights
 
 
@@ -24,7 +24,7 @@ class ModelHandler(TorchvisionDetector):
     function_dir = Path(__file__).resolve().parent
     builder = staticmethod(detection.maskrcnn_resnet50_fpn_v2)
     checkpoint = official_weights(detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1)
-    mask_threshold = float(os.environ.get("MASK_THRESHOLD", "0.5"))
+    mask_threshold = env_float("MASK_THRESHOLD", 0.5)
     work_bytes_per_pixel = TorchvisionDetector.work_bytes_per_pixel + 6  # one pasted mask and its polygon
 
     def load(self, path) -> torch.nn.Module:
