@@ -146,3 +146,11 @@ def test_without_redis_server_trackers_run_one_worker_with_a_warning(monkeypatch
     assert embedded_redis(configs) is None
     assert "redis-server is not installed" in capsys.readouterr().err
     assert {c.name: c.workers for c in configs} == {"onnx-honglinchu-nanotrack": 1, "onnx-megvii-yolox": 2}
+
+
+def test_invoke_refuses_bad_arguments_without_a_traceback(tmp_path):
+    for arguments, message in [(["--body", "[" * 5000], "--body is not JSON"), (["--body", "[1]"], "JSON object"),
+                               (["--image", str(tmp_path / "missing.jpg")], "no such file")]:
+        result = subprocess.run(FN + ["invoke", str(YOLOX), *arguments], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

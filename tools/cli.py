@@ -118,9 +118,16 @@ def _post(url: str, body: bytes, headers: dict, timeout: float) -> tuple[int, by
 
 
 def cmd_invoke(args) -> int:
-    extra = json.loads(args.body) if args.body else {}
+    try:
+        extra = json.loads(args.body) if args.body else {}
+    except (ValueError, RecursionError) as exc:
+        print(f"--body is not JSON: {str(exc)[:200]}", file=sys.stderr)
+        return 2
     if not isinstance(extra, dict):
         print("--body must be a JSON object", file=sys.stderr)
+        return 2
+    if args.image and not Path(args.image).is_file():
+        print(f"--image {args.image}: no such file", file=sys.stderr)
         return 2
     image_bytes = Path(args.image).read_bytes() if args.image else None
     image_b64 = base64.b64encode(image_bytes).decode() if image_bytes else ""
