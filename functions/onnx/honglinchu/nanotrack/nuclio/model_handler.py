@@ -9,16 +9,15 @@ rate depends on the score. OpenCV's ``TrackerNano`` (same weights) is the refere
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from common import weights
 from common.backends import OrtModel, free_spatial_dims, num_threads
 from common.image import RequestImage
 from common.request import TrackedShape
+from common.siamese import context_side, size_penalty, subwindow
 from common.tracking import TrackerHandler
 
 BACKBONE = weights.Weights(
@@ -34,34 +33,6 @@ HEAD = weights.Weights(
 EXEMPLAR, INSTANCE, STRIDE = 127, 255, 16
 SETTINGS = {"context_amount": 0.5, "penalty_k": 0.055, "window_influence": 0.455, "lr": 0.37}  # OpenCV's values
 MIN_SIZE = 10.0
-
-
-def subwindow(rgb: np.ndarray, center: tuple[float, float], side: int, out: int, fill: np.ndarray) -> np.ndarray:
-    """The ``side``×``side`` square around ``center`` (padded with ``fill`` beyond the image), resized to ``out``."""
-    height, width = rgb.shape[:2]
-    x0 = int(math.floor(center[0] - (side + 1) / 2 + 0.5))
-    y0 = int(math.floor(center[1] - (side + 1) / 2 + 0.5))
-    crop = np.empty((side, side, 3), np.uint8)
-    crop[:] = fill
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
-    if sx0 < sx1 and sy0 < sy1:
-        crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
-    return cv2.resize(crop, (out, out), interpolation=cv2.INTER_LINEAR) if side != out else crop
-
-
-def context_side(size: np.ndarray, context_amount: float) -> float:
-    """Side of the square that holds the box plus its context."""
-    pad = context_amount * (size[0] + size[1])
-    return math.sqrt((size[0] + pad) * (size[1] + pad))
-
-
-def penalised_size(w: np.ndarray, h: np.ndarray) -> np.ndarray:
-    pad = (w + h) * 0.5
-    return np.sqrt((w + pad) * (h + pad))
-
-
-def change(ratio: np.ndarray) -> np.ndarray:
-    return np.maximum(ratio, 1.0 / ratio)
 
 
 class ModelHandler(TrackerHandler):
@@ -122,9 +93,7 @@ class ModelHandler(TrackerHandler):
         x1, y1 = self.grid_x - loc[0, 0], self.grid_y - loc[0, 1]
         x2, y2 = self.grid_x + loc[0, 2], self.grid_y + loc[0, 3]
         w, h = np.maximum(x2 - x1, 1e-3), np.maximum(y2 - y1, 1e-3)
-        scale_change = change(penalised_size(w, h) / penalised_size(size[0] * scale, size[1] * scale))
-        ratio_change = change((size[0] / size[1]) / (w / h))
-        penalty = np.exp(-(ratio_change * scale_change - 1) * settings["penalty_k"])
+        penalty = size_penalty(w, h, size * scale, settings["penalty_k"])
         pscore = penalty * score * (1 - settings["window_influence"]) + self.window * settings["window_influence"]
         best = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
         lr = penalty[best] * score[best] * settings["lr"]
