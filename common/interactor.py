@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import RequestError
+from .image import max_memory
 from .shapes import interactor_mask
 
 
@@ -22,10 +23,20 @@ def wants_full_mask(body: Mapping[str, Any]) -> bool:
     return value
 
 
+# What a full-mask reply costs per pixel: a Python list entry (8 bytes) and its JSON text ("255," or "0,").
+FULL_MASK_BYTES_PER_PIXEL = 12
+
+
 def interactor_reply(mask: np.ndarray, body: Mapping[str, Any], confidence: float | None = None) -> dict:
     """The reply for one object mask (H×W, non-zero = object) in the form the request asked for."""
     mask = np.asarray(mask) != 0
     if wants_full_mask(body):
+        height, width = mask.shape
+        need, limit = mask.size * FULL_MASK_BYTES_PER_PIXEL, max_memory()
+        if need > limit:
+            raise RequestError(f"full_mask for a {width}x{height} image would take about {need / 2**20:.0f} MB, over "
+                               f"the limit of {limit / 2**20:.0f} MB (IMAGE_MAX_MEMORY_MB); leave full_mask out "
+                               "for the compact reply")
         return {"mask": (mask.astype(np.uint8) * 255).tolist()}
     shape = interactor_mask(mask, confidence)
     return {"shapes": [shape] if shape is not None else []}

@@ -216,3 +216,15 @@ def test_memory_limit_counts_the_padding_a_model_adds(monkeypatch):
     thin.require_memory(0, max_aspect=512)
     with pytest.raises(RequestError, match=r"100000x1: .* about 842 MB for it \(padded to 100000x196\)"):
         thin.require_memory(45, max_aspect=512)
+
+
+def test_a_full_mask_reply_must_fit_the_memory_limit(monkeypatch):
+    from common.interactor import interactor_reply
+
+    mask = np.zeros((1024, 1024), bool)  # 12 MB as a JSON list of lists
+    mask[10:20, 10:20] = True
+    assert len(interactor_reply(mask, {"full_mask": True})["mask"]) == 1024
+    monkeypatch.setenv("IMAGE_MAX_MEMORY_MB", "10")
+    with pytest.raises(RequestError, match=r"full_mask for a 1024x1024 image would take about 12 MB.*leave full_mask"):
+        interactor_reply(mask, {"full_mask": True})
+    assert interactor_reply(mask, {})["shapes"][0]["type"] == "mask"  # the compact reply is always possible
