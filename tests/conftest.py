@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -66,6 +67,23 @@ def http(method: str, url: str, body=None, headers: dict | None = None, timeout:
         return status, reply_headers, json.loads(payload)
     except ValueError:
         return status, reply_headers, payload
+
+
+def raw_exchange(port: int, data: bytes, timeout: float = 10, half_close: bool = False) -> tuple[int, dict, object]:
+    """Send raw bytes, read until the server closes: (status, headers, JSON body). Fails if it never closes
+    or answers nothing. ``half_close`` ends the sending side first, so a body shorter than announced ends."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        connection.sendall(data)
+        if half_close:
+            connection.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := connection.recv(65536):  # a timeout here means the server kept the connection open
+            reply += chunk
+    assert reply, f"the connection was closed without an answer to {data[:200]!r}"
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body[:int(headers["Content-Length"])])
 
 
 @contextmanager

@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import time
 
 import numpy as np
@@ -24,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.conftest import ROOT, function_url, http, running
+from tests.conftest import ROOT, function_url, http, raw_exchange, running
 
 FUNCTIONS = ROOT / "functions"
 FOLDERS = {  # one function of every kind, ONNX, OpenCV and PyTorch alike
@@ -231,18 +230,7 @@ def test_broken_http_framing_gets_json_answers(served, header, body, dashboard):
             b"x-nuclio-function-name: onnx-megvii-yolox\r\n" + header.encode())
     message = head + (b"\r\n" if "chunked" in header else b"\r\n\r\n") + body
     pids = worker_pids(harness)
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
-        connection.sendall(message)
-        connection.shutdown(socket.SHUT_WR)  # a body shorter than announced ends here
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
+    status, headers, reply = raw_exchange(port, message, timeout=60, half_close=True)
     SENT["requests"] += 1
-    assert answer, f"the connection was closed without an answer to {message[:200]!r}"
-    head, _, payload = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    length = int(headers["Content-Length"])
-    check_reply(status, headers, json.loads(payload[:length]), message[:200])
+    check_reply(status, headers, reply, message[:200])
     assert worker_pids(harness) == pids

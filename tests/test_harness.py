@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from tests.conftest import FIXTURES, dashboard_url, function_url, http
+from tests.conftest import FIXTURES, dashboard_url, function_url, http, raw_exchange
 
 ECHO = FIXTURES / "functions" / "echo"
 BROKEN = FIXTURES / "functions" / "broken"
@@ -212,19 +212,6 @@ def _tiny_png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def raw_exchange(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict, object]:
-    """Send raw bytes, read until the server closes: (status, headers, JSON body). Fails if it never closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        reply = b""
-        while chunk := s.recv(65536):  # a timeout here means the server kept the connection open
-            reply += chunk
-    head, _, body = reply.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), headers, json.loads(body)
 
 
 def test_malformed_http_gets_json_4xx_and_the_connection_closed(serve):
