@@ -279,13 +279,19 @@ def main(argv: list[str] | None = None) -> int:
                          help="SAM 2: a randomly initialised checkpoint of MODEL_SIZE's architecture")
     tracker.set_defaults(func=lambda a: __import__("tools.bench_tracker", fromlist=["x"]).cmd_bench_tracker(a))
 
+    replies = sub.add_parser("replies", help="record every function's replies on fixed requests; compare two")
+    replies.add_argument("replies_args", nargs=argparse.REMAINDER)
+    replies.set_defaults(func=lambda a: __import__("tools.replies", fromlist=["x"]).main(a.replies_args))
+
     test = sub.add_parser("test", help="run the whole test suite (pytest arguments pass through)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)
 
     args, unknown = parser.parse_known_args(argv)
     if args.command == "test":
-        args.pytest_args = unknown + args.pytest_args  # every option goes to pytest
+        args.pytest_args = unknown + args.pytest_args
+    elif args.command == "replies":
+        args.replies_args = unknown + args.replies_args  # every option goes to pytest
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
