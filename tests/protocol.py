@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.labels import Labels
+from common.core.labels import Labels
 
 MIN_POINTS = {"rectangle": 4, "polygon": 6, "polyline": 4, "points": 2}
 

@@ -90,8 +90,8 @@ def test_invoke_reports_http_errors(models_dir, tmp_path):
 
 
 def test_draw_joins_skeleton_points_along_the_specs_edges():
-    from common import shapes
-    from common.labels import Labels
+    from common.doors.cvat import shapes
+    from common.core.labels import Labels
     from tools.draw import draw_reply
 
     labels = Labels.from_function_yaml(ROOT / "functions" / "opencv" / "shiqiyu" / "yunet" / "nuclio" / "function.yaml")
@@ -107,7 +107,7 @@ def test_draw_joins_skeleton_points_along_the_specs_edges():
 
 
 def test_draw_lists_recognised_text_beside_the_image():
-    from common import shapes
+    from common.doors.cvat import shapes
     from tools.draw import draw_reply
 
     reply = [shapes.polygon("text", [10, 10, 90, 10, 90, 30, 10, 30], 0.9, {"text": "hello"})]

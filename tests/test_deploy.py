@@ -75,7 +75,7 @@ def test_cpu_dry_run_commands_and_staged_context(tree):
     for line, name in zip(deploys, ("onnx-megvii-yolox", "opencv-grabcut")):
         assert line.startswith(f"+ nuctl deploy {name} --project-name cvat --path ")
         assert "/function.yaml --platform local --platform-config" in line and "cvat_cvat" in line
-    assert {"./main.py", "./model_handler.py", "./function.yaml", "./common/entry.py", "./common/image.py"} <= \
+    assert {"./main.py", "./model_handler.py", "./function.yaml", "./common/doors/cvat/nuclio.py", "./common/core/image.py"} <= \
         staged_files(out)
     assert summary(out) == {"onnx-megvii-yolox": ["dry", "run", "-"], "opencv-grabcut": ["dry", "run", "-"]}
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common import arrays, embedding_cache, redis_client
-from common.embedding_cache import Entry, MemoryCache, RedisCache, TieredCache
+from common.runtime import arrays, embedding_cache, redis_client
+from common.runtime.embedding_cache import Entry, MemoryCache, RedisCache, TieredCache
 from tests.redis_server import Clock, free_port, hung_redis
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.shapes import from_cvat_rle
+from common.doors.cvat.shapes import from_cvat_rle
 from tests.conftest import ROOT, function_url, http
 
 GRABCUT = ROOT / "functions" / "opencv" / "opencv" / "grabcut" / "nuclio"

@@ -1,4 +1,4 @@
-"""common.image: base64 leniency, every image mode, EXIF orientation, bad data, the pixel limit."""
+"""common.core.image: base64 leniency, every image mode, EXIF orientation, bad data, the pixel limit."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from common.errors import RequestError
-from common.image import RequestImage, decode_base64
+from common.core.errors import RequestError
+from common.core.image import RequestImage, decode_base64
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -196,7 +196,7 @@ def test_memory_limit_counts_decoding_and_the_models_work(monkeypatch):
 
 
 def test_padding_to_an_aspect_ratio_keeps_coordinates():
-    from common.image import pad_to_aspect, scaled_size
+    from common.core.image import pad_to_aspect, scaled_size
 
     thin = np.full((4000, 1, 3), 7, np.uint8)
     padded = pad_to_aspect(thin, 8)
@@ -219,7 +219,7 @@ def test_memory_limit_counts_the_padding_a_model_adds(monkeypatch):
 
 
 def test_a_full_mask_reply_must_fit_the_memory_limit(monkeypatch):
-    from common.interactor import interactor_reply
+    from common.doors.cvat.interactor import interactor_reply
 
     mask = np.zeros((1024, 1024), bool)  # 12 MB as a JSON list of lists
     mask[10:20, 10:20] = True

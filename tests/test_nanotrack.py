@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from common.image import RequestImage
-from common.request import TrackedShape
+from common.core.image import RequestImage
+from common.doors.cvat.request import TrackedShape
 from tests.conftest import ROOT, function_url, http, running
 from tests.redis_server import RedisServer
 from tests.segmenters import handler_of

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from common.labels import Labels
+from common.core.labels import Labels
 from tests.conftest import ROOT, b64_file, detect, iou, running
 from tests.protocol import check_detector_reply
 

@@ -113,7 +113,7 @@ def test_every_variable_the_code_reads_is_in_the_readmes_table():
 def test_empty_settings_mean_unset_and_bad_ones_name_the_variable():
     import pytest
 
-    from common.settings import env_float, env_int
+    from common.core.settings import env_float, env_int
 
     assert env_float("X", 0.45, {"X": ""}) == 0.45 and env_float("X", 0.45, {"X": " 0.3 "}) == 0.3
     assert env_int("X", 7, {}) == 7 and env_int("X", 7, {"X": "8"}) == 8

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.reid import cosine_distances, eligible_pairs, match
-from common.request import ReidBox
+from common.models.reid import cosine_distances, eligible_pairs, match
+from common.doors.cvat.request import ReidBox
 from tests.conftest import ROOT, function_url, http
 
 REID = ROOT / "functions" / "pytorch" / "torchvision" / "reid" / "nuclio"

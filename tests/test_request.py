@@ -1,4 +1,4 @@
-"""common.request: one parser per kind, every validation error, the clipping rules."""
+"""common.doors.cvat.request: one parser per kind, every validation error, the clipping rules."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import RequestError
-from common.request import parse_detector, parse_interactor, parse_reid, parse_tracker
+from common.core.errors import RequestError
+from common.doors.cvat.request import parse_detector, parse_interactor, parse_reid, parse_tracker
 
 
 def png(w: int = 100, h: int = 80) -> str:
@@ -193,7 +193,7 @@ def test_mask_counts_that_would_overflow_or_not_fit_are_400s(counts, message):
 
 
 def test_requests_hold_a_bounded_number_of_clicks_objects_and_boxes():
-    from common.request import MAX_OBJECTS, MAX_POINTS
+    from common.doors.cvat.request import MAX_OBJECTS, MAX_POINTS
 
     many = [[1, 1]] * (MAX_POINTS + 1)
     assert parse_interactor({"image": IMAGE, "pos_points": many[:MAX_POINTS]}).pos_points.shape == (MAX_POINTS, 2)
@@ -207,7 +207,7 @@ def test_requests_hold_a_bounded_number_of_clicks_objects_and_boxes():
 
 
 def test_undecodable_bodies_are_400s():
-    from common.entry import decode_body
+    from common.doors.cvat.nuclio import decode_body
 
     for body, message in [(b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
                           (b"1" * 4301, "too many digits"),

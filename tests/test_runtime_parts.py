@@ -1,4 +1,4 @@
-"""common.weights (real HTTP downloads with checksums), common.labels, common.backends, common.entry."""
+"""common.runtime.weights (real HTTP downloads with checksums), common.core.labels, common.runtime.backends, common.doors.cvat.nuclio."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from common import weights
-from common.backends import load_onnx
-from common.entry import decode_body, handle_event, ModelHandler
-from common.errors import RequestError
-from common.labels import Labels, read_spec
+from common.runtime import weights
+from common.runtime.backends import load_onnx
+from common.doors.cvat.nuclio import decode_body, handle_event, ModelHandler
+from common.core.errors import RequestError
+from common.core.labels import Labels, read_spec
 from tests.conftest import ROOT
 
 YOLOX_YAML = ROOT / "functions" / "onnx" / "megvii" / "yolox" / "nuclio" / "function.yaml"
@@ -98,7 +98,7 @@ def test_every_downloaded_checkpoint_is_pinned_by_its_sha256():
     import re
     import sys
 
-    from common import sam2_models
+    from common.models import sam2_models
     from tests.segmenters import SAM
 
     sys.path.insert(0, str(SAM))

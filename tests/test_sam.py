@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.image import RequestImage
-from common.shapes import from_cvat_rle
+from common.core.image import RequestImage
+from common.doors.cvat.shapes import from_cvat_rle
 from tools.bench import load_module
 from tests.conftest import b64_file, function_url, http
 from tests.segmenters import DOG, SAM, box_iou, box_logits, click, decoder_answers, handler_of, recorded_prompts

@@ -1,7 +1,7 @@
 """SAM 2.1 (image) on a small random-weight model of the real architecture, loaded via MODEL_PATH.
 
 Same approach as test_sam.py: hooks on the real modules check the coordinate frames; the cache and reply
-code is shared with SAM (common/promptable.py), so here it is checked once end to end.
+code is shared with SAM (common/models/promptable.py), so here it is checked once end to end.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.errors import RequestError
-from common.shapes import from_cvat_rle
+from common.core.errors import RequestError
+from common.doors.cvat.shapes import from_cvat_rle
 from tests.conftest import b64_file, function_url, http
 from tests.segmenters import DOG, SAM2, box_iou, box_logits, click, decoder_answers, handler_of, recorded_prompts
 

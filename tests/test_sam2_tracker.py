@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from common.errors import RequestError
-from common.image import RequestImage
-from common.request import TrackedShape
-from common.shapes import from_cvat_rle, rasterize, to_cvat_rle
-from common.state_store import StateGone
+from common.core.errors import RequestError
+from common.core.image import RequestImage
+from common.doors.cvat.request import TrackedShape
+from common.doors.cvat.shapes import from_cvat_rle, rasterize, to_cvat_rle
+from common.runtime.state_store import StateGone
 from tests.conftest import ROOT, function_url, http, running
 from tests.segmenters import box_iou, handler_of
 from tests.sequences import moving_object

@@ -1,4 +1,4 @@
-"""common.shapes: the CVAT mask layouts (round trips), RLE, mask → polygon, builders."""
+"""common.doors.cvat.shapes: the CVAT mask layouts (round trips), RLE, mask → polygon, builders."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common import shapes
-from common.errors import RequestError
+from common.doors.cvat import shapes
+from common.core.errors import RequestError
 
 masks = hnp.arrays(np.bool_, st.tuples(st.integers(1, 20), st.integers(1, 20)))
 

@@ -1,10 +1,10 @@
-"""common.siamese: the crops and the size penalty that SiamFC-family trackers share."""
+"""common.models.siamese: the crops and the size penalty that SiamFC-family trackers share."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from common.siamese import context_side, size_penalty, subwindow
+from common.models.siamese import context_side, size_penalty, subwindow
 
 
 def test_subwindow_pads_beyond_the_image_with_the_fill_colour():

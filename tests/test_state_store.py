@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from common import arrays, redis_client, state_store
-from common.errors import RequestError
-from common.state_store import MemoryBackend, RedisBackend, StateGone, StateStore, StoreUnavailable
+from common.runtime import arrays, redis_client, state_store
+from common.core.errors import RequestError
+from common.runtime.state_store import MemoryBackend, RedisBackend, StateGone, StateStore, StoreUnavailable
 from tests.redis_server import Clock, RedisServer, free_port, hung_redis
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from torchvision.models import detection
 
-from common.labels import Labels
-from common.shapes import from_cvat_mask
-from common.torchvision_detection import official_weights
-from common.weights import Weights, WeightsError
+from common.core.labels import Labels
+from common.doors.cvat.shapes import from_cvat_mask
+from common.models.torchvision import official_weights
+from common.runtime.weights import Weights, WeightsError
 from tests.conftest import ROOT, function_url, http
 from tests.protocol import check_detector_reply
 from tests.segmenters import handler_of

@@ -56,7 +56,7 @@ def test_objects_found_at_the_right_place(yolox, data_dir, name):
 
 
 def test_reply_format_matches_cvat_detector_protocol(yolox, data_dir):
-    from common.labels import Labels
+    from common.core.labels import Labels
 
     names = {label.name for label in Labels.from_function_yaml(YOLOX / "function.yaml")}
     reply = detect(yolox, b64_file(data_dir / "images" / "dog.jpg"))

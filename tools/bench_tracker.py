@@ -19,8 +19,8 @@ from pathlib import Path
 
 import cv2
 
-from common import arrays
-from common.state_store import KEY_PREFIX, MemoryBackend, StateStore
+from common.runtime import arrays
+from common.runtime.state_store import KEY_PREFIX, MemoryBackend, StateStore
 from .bench import load_handler
 from .bench_clicks import random_checkpoint
 from .redis_server import RedisServer

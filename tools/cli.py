@@ -181,8 +181,8 @@ def cmd_invoke(args) -> int:
             return 2
         import cv2
 
-        from common.image import RequestImage
-        from common.labels import Labels
+        from common.core.image import RequestImage
+        from common.core.labels import Labels
         from .draw import draw_reply
 
         labels = Labels.from_spec(json.loads(spec)) if spec else None

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.labels import read_config
+from common.core.labels import read_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_NAMES = ("function.yaml", "function-gpu.yaml")

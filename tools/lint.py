@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from common.request import SHAPE_TYPES
+from common.doors.cvat.request import SHAPE_TYPES
 
 from .config import CONFIG_NAMES, find_yaml_files, parse_duration
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common import weights
-from common.backends import OrtModel, free_spatial_dims, num_threads
-from common.image import RequestImage
-from common.request import TrackedShape
-from common.siamese import context_side, size_penalty, subwindow
-from common.tracking import TrackerHandler
+from common.runtime import weights
+from common.runtime.backends import OrtModel, free_spatial_dims, num_threads
+from common.core.image import RequestImage
+from common.doors.cvat.request import TrackedShape
+from common.models.siamese import context_side, size_penalty, subwindow
+from common.models.tracking import TrackerHandler
 
 BACKBONE = weights.Weights(
     "nanotrack_v2_backbone.onnx",

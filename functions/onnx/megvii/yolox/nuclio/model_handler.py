@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from common import shapes, weights
-from common.backends import load_onnx
-from common.detection import batched_nms, clip_boxes, letterbox
-from common.entry import ModelHandler as BaseHandler
-from common.request import DetectorRequest
-from common.settings import env_float
+from common.doors.cvat import shapes
+
+from common.runtime import weights
+from common.runtime.backends import load_onnx
+from common.models.detection import batched_nms, clip_boxes, letterbox
+from common.doors.cvat.nuclio import ModelHandler as BaseHandler
+from common.doors.cvat.request import DetectorRequest
+from common.core.settings import env_float
 
 WEIGHTS = weights.Weights(
     "yolox_nano.onnx",

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common import shapes
-from common.backends import num_threads, ort_providers
-from common.entry import ModelHandler as BaseHandler
-from common.image import pad_to_aspect
-from common.request import DetectorRequest, parse_detector
-from common.settings import env_float
+from common.doors.cvat import shapes
+from common.runtime.backends import num_threads, ort_providers
+from common.doors.cvat.nuclio import ModelHandler as BaseHandler
+from common.core.image import pad_to_aspect
+from common.doors.cvat.request import DetectorRequest, parse_detector
+from common.core.settings import env_float
 
 TEXT = "text"
 DEFAULT_THRESHOLD = 0.5  # RapidOCR's own default text score

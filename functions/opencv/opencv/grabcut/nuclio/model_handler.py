@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.entry import ModelHandler as BaseHandler
-from common.errors import RequestError
-from common.image import scaled_size
-from common.interactor import interactor_reply
-from common.request import InteractorRequest
-from common.settings import env_int
+from common.doors.cvat.nuclio import ModelHandler as BaseHandler
+from common.core.errors import RequestError
+from common.core.image import scaled_size
+from common.doors.cvat.interactor import interactor_reply
+from common.doors.cvat.request import InteractorRequest
+from common.core.settings import env_int
 
 ITERATIONS = env_int("GRABCUT_ITERATIONS", 5)
 MAX_SIDE = env_int("GRABCUT_MAX_SIDE", 256)

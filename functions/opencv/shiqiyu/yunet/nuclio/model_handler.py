@@ -11,11 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import shapes, weights
-from common.entry import ModelHandler as BaseHandler
-from common.image import scaled_size
-from common.request import DetectorRequest, parse_detector
-from common.settings import env_float, env_int
+from common.doors.cvat import shapes
+
+from common.runtime import weights
+from common.doors.cvat.nuclio import ModelHandler as BaseHandler
+from common.core.image import scaled_size
+from common.doors.cvat.request import DetectorRequest, parse_detector
+from common.core.settings import env_float, env_int
 
 WEIGHTS = weights.Weights(
     "yunet_n_640_640.onnx",

@@ -17,10 +17,10 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.build_sam import _build_sam
 
-from common import weights
-from common.backends import torch_device
-from common.embedding_cache import Entry
-from common.promptable import PromptableSegmenter, predict_arguments
+from common.runtime import weights
+from common.runtime.backends import torch_device
+from common.runtime.embedding_cache import Entry
+from common.models.promptable import PromptableSegmenter, predict_arguments
 
 URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CHECKPOINTS = {  # the official files and their SHA-256 (a download is checked before it is used)

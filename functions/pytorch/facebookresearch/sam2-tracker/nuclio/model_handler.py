@@ -12,7 +12,7 @@ preprocessing, memory dtype (bfloat16) and post-processing, so a track continued
 package's in-memory video predictor exactly. Frames are numbered per track (the prompt frame is 0); CVAT does
 not say which video frame it sends.
 
-Model size, checkpoint and config overrides come from the environment (see :mod:`common.sam2_models`).
+Model size, checkpoint and config overrides come from the environment (see :mod:`common.models.sam2_models`).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import torch
 from PIL import Image
 from sam2.build_sam import build_sam2_video_predictor
 
-from common import sam2_models
-from common.backends import torch_device
-from common.errors import RequestError
-from common.image import RequestImage
-from common.request import TrackedShape
-from common.state_store import StateGone
-from common.tracking import TrackerHandler, shape_from_mask
+from common.models import sam2_models
+from common.runtime.backends import torch_device
+from common.core.errors import RequestError
+from common.core.image import RequestImage
+from common.doors.cvat.request import TrackedShape
+from common.runtime.state_store import StateGone
+from common.models.tracking import TrackerHandler, shape_from_mask
 
 FAR = 1 << 30  # SAM 2 reads a video's length only to cap its object pointers; a track has no known end
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]  # as sam2's frame loader

@@ -1,4 +1,4 @@
-from common.entry import make_entry
+from common.doors.cvat.nuclio import make_entry
 from model_handler import ModelHandler
 
 init_context, handler = make_entry(ModelHandler)

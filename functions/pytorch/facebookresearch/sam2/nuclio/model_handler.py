@@ -1,6 +1,6 @@
 """SAM 2.1 (image mode) through the ``sam2`` package, with the shared embedding cache.
 
-Model size, checkpoint and config overrides come from the environment (see :mod:`common.sam2_models`).
+Model size, checkpoint and config overrides come from the environment (see :mod:`common.models.sam2_models`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from common import sam2_models
-from common.backends import torch_device
-from common.embedding_cache import Entry
-from common.promptable import PromptableSegmenter, predict_arguments
+from common.models import sam2_models
+from common.runtime.backends import torch_device
+from common.runtime.embedding_cache import Entry
+from common.models.promptable import PromptableSegmenter, predict_arguments
 
 HIGH_RES = ("high_res_0", "high_res_1")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torchvision.models import detection
 
-from common.torchvision_detection import TorchvisionDetector, official_weights
+from common.models.torchvision import TorchvisionDetector, official_weights
 
 
 class ModelHandler(TorchvisionDetector):

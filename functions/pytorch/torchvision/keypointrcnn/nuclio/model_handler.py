@@ -10,9 +10,9 @@ from pathlib import Path
 
 from torchvision.models import detection
 
-from common import shapes
-from common.settings import env_float
-from common.torchvision_detection import Output, TorchvisionDetector, official_weights
+from common.doors.cvat import shapes
+from common.core.settings import env_float
+from common.models.torchvision import Output, TorchvisionDetector, official_weights
 
 
 class ModelHandler(TorchvisionDetector):

@@ -15,9 +15,9 @@ import torch
 from torchvision.models import detection
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from common import shapes
-from common.settings import env_float
-from common.torchvision_detection import Output, TorchvisionDetector, official_weights
+from common.doors.cvat import shapes
+from common.core.settings import env_float
+from common.models.torchvision import Output, TorchvisionDetector, official_weights
 
 
 class ModelHandler(TorchvisionDetector):

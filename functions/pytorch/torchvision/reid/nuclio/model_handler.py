@@ -3,7 +3,7 @@
 Each box is cropped, resized to ``REID_CROP`` (default 128x256, width x height: the person shape), normalised
 with ImageNet's statistics, and embedded as the network's 2048 pooled features. These are generic image
 features, not trained for person re-identification; with CVAT's ``max_distance`` they associate boxes
-between consecutive frames well. Matching is in :mod:`common.reid`.
+between consecutive frames well. Matching is in :mod:`common.models.reid`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
-from common import weights
-from common.backends import load_torch_checkpoint, torch_device
-from common.reid import ReidHandler
-from common.request import ReidBox
-from common.torchvision_detection import official_weights
+from common.runtime import weights
+from common.runtime.backends import load_torch_checkpoint, torch_device
+from common.models.reid import ReidHandler
+from common.doors.cvat.request import ReidBox
+from common.models.torchvision import official_weights
 
 CHECKPOINT = official_weights(ResNet50_Weights.IMAGENET1K_V2)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255

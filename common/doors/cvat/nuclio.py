@@ -2,14 +2,14 @@
 
 A function's ``main.py`` is then::
 
-    from common.entry import make_entry
+    from common.doors.cvat.nuclio import make_entry
     from model_handler import ModelHandler
 
     init_context, handler = make_entry(ModelHandler)
 
 ``init_context`` builds the handler once per worker (loading the model); ``handler`` parses the event body
 with the parser of the handler's kind, calls the handler, and answers JSON: 200 with the result, the
-:class:`~common.errors.FunctionError` status with ``{"error": message}``, or 500 with
+:class:`~common.core.errors.FunctionError` status with ``{"error": message}``, or 500 with
 ``{"error": "internal error (...)"}`` while the traceback goes to the log only.
 """
 
@@ -26,10 +26,10 @@ from typing import Any, Callable, ClassVar
 
 import nuclio_sdk
 
-from .errors import FunctionError, RequestError
-from .image import RequestImage
-from .labels import Labels, read_config, spec_of
-from .request import PARSERS
+from common.core.errors import FunctionError, RequestError
+from common.core.image import RequestImage
+from common.core.labels import Labels, read_config, spec_of
+from common.doors.cvat.request import PARSERS
 
 JSON = "application/json"
 
@@ -56,7 +56,7 @@ class ModelHandler:
     # work on a resized copy of fixed size). With decoding, this bounds a request image by IMAGE_MAX_MEMORY_MB.
     work_bytes_per_pixel: ClassVar[float] = 0
     # Models whose own resize keeps the aspect ratio (and would leave a 1×4000 image no rows) get images further
-    # from square than this padded first (:func:`~common.image.pad_to_aspect`); None: no padding.
+    # from square than this padded first (:func:`~common.core.image.pad_to_aspect`); None: no padding.
     max_aspect: ClassVar[float | None] = None
 
     def __init__(self, context: nuclio_sdk.Context | None = None):
@@ -86,7 +86,7 @@ class ModelHandler:
 
     def check_memory(self, request: Any) -> None:
         """Refuse a request whose images would cost more memory than ``IMAGE_MAX_MEMORY_MB`` to decode and work
-        on (the request's fields that are :class:`~common.image.RequestImage`, header facts only)."""
+        on (the request's fields that are :class:`~common.core.image.RequestImage`, header facts only)."""
         if dataclasses.is_dataclass(request):
             for item in dataclasses.fields(request):
                 value = getattr(request, item.name)

@@ -18,7 +18,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .settings import env_int
+from common.core.settings import env_int
 
 BACKENDS = ("openvino", "onnxruntime")
 
@@ -142,10 +142,10 @@ def torch_device(preferred: str | None = None):
 
 def load_torch_checkpoint(model, path: str | Path, expected: str):
     """Load a state dict into ``model`` (``torch.load`` with ``weights_only=True``: tensors only, no pickled
-    code). A file that does not fit raises :class:`~common.weights.WeightsError` naming ``expected``."""
+    code). A file that does not fit raises :class:`~common.runtime.weights.WeightsError` naming ``expected``."""
     import torch
 
-    from .weights import WeightsError
+    from common.runtime.weights import WeightsError
 
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

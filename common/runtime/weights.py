@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UnavailableError
+from common.core.errors import UnavailableError
 
 
 class WeightsError(UnavailableError):

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import RequestError
-from .image import max_memory
-from .shapes import interactor_mask
+from common.core.errors import RequestError
+from common.core.image import max_memory
+from common.doors.cvat.shapes import interactor_mask
 
 
 def wants_full_mask(body: Mapping[str, Any]) -> bool:

@@ -3,7 +3,7 @@
 A function subclasses :class:`TorchvisionDetector`, names the torchvision builder and its official weights,
 and overrides :meth:`TorchvisionDetector.shape` when a detection is more than a box. The model is built with
 ``weights=None`` (no download inside torchvision) and then loads the checkpoint found by
-:func:`common.weights.resolve`, with ``torch.load(weights_only=True)``.
+:func:`common.runtime.weights.resolve`, with ``torch.load(weights_only=True)``.
 
 Environment:
 
@@ -22,18 +22,20 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
-from . import shapes, weights
-from .backends import load_torch_checkpoint, torch_device
-from .entry import ModelHandler
-from .image import pad_to_aspect
-from .request import DetectorRequest
-from .settings import env_float, env_int
+from common.doors.cvat import shapes
+
+from common.runtime import weights
+from common.runtime.backends import load_torch_checkpoint, torch_device
+from common.doors.cvat.nuclio import ModelHandler
+from common.core.image import pad_to_aspect
+from common.doors.cvat.request import DetectorRequest
+from common.core.settings import env_float, env_int
 
 Output = dict[str, np.ndarray]  # one image's detections: boxes (N, 4), labels (N,), scores (N,), ...
 
 
 def official_weights(entry: Any) -> weights.Weights:
-    """A torchvision weights enum member as :class:`~common.weights.Weights`.
+    """A torchvision weights enum member as :class:`~common.runtime.weights.Weights`.
 
     torchvision's file names end with the first hex digits of the file's SHA-256, which the download checks.
     """

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .image import scaled_size
+from common.core.image import scaled_size
 
 
 @dataclass

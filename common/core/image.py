@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import RequestError
-from .settings import env_float, env_int
+from common.core.errors import RequestError
+from common.core.settings import env_float, env_int
 
 DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_MAX_MEMORY_MB = 512

@@ -18,9 +18,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import RequestError
-from .image import RequestImage
-from .shapes import from_cvat_rle, rasterize
+from common.core.errors import RequestError
+from common.core.image import RequestImage
+from common.doors.cvat.shapes import from_cvat_rle, rasterize
 
 POINT_TOLERANCE = 1.0
 # Most clicks, tracked objects and re-identified boxes one request may hold. Annotators use a handful; the

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .entry import ModelHandler
-from .request import ReidBox, ReidRequest
+from common.doors.cvat.nuclio import ModelHandler
+from common.doors.cvat.request import ReidBox, ReidRequest
 
 INELIGIBLE = 1e6  # a cost no eligible pair reaches (cosine distances are at most 2)
 

@@ -1,7 +1,7 @@
 """Tracker state kept on the server: clients hold opaque tokens, the arrays live in Redis (or in memory).
 
 A token is 128 random bits written as 22 URL-safe characters. What it names is a payload of
-:mod:`common.arrays` (NumPy arrays with explicit dtype and shape plus JSON metadata, read back without
+:mod:`common.runtime.arrays` (NumPy arrays with explicit dtype and shape plus JSON metadata, read back without
 pickle), stored under ``cvat-functions:state:<namespace>:<token>`` with an expiry that every read refreshes.
 
 States are immutable: each tracking step stores a new state under a new token and leaves the previous one
@@ -28,8 +28,8 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 import redis
 
-from . import arrays, redis_client
-from .errors import FunctionError, RequestError, UnavailableError
+from common.runtime import arrays, redis_client
+from common.core.errors import FunctionError, RequestError, UnavailableError
 
 TOKEN_BYTES = 16
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from . import weights
+from common.runtime import weights
 
 URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 SIZES = {  # MODEL_SIZE: (config inside the sam2 package, official checkpoint file, its SHA-256)

@@ -11,8 +11,8 @@ from typing import Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
-from .errors import RequestError
-from .settings import env_float
+from common.core.errors import RequestError
+from common.core.settings import env_float
 
 
 def _coords(values: Iterable[float], ndigits: int = 2) -> list[float]:

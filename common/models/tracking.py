@@ -1,4 +1,4 @@
-"""The tracker protocol on top of :mod:`common.state_store`: a function implements ``start`` and ``step``.
+"""The tracker protocol on top of :mod:`common.runtime.state_store`: a function implements ``start`` and ``step``.
 
 Requests come in both of CVAT's forms (cvat-protocol.md 4.5): legacy trackers get shapes as bare point
 lists, declared trackers (``supported_shape_types``) get ``{"type", "points"}`` dicts; when continuing, shapes
@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from .entry import ModelHandler
-from .errors import RequestError
-from .image import RequestImage
-from .request import TrackedShape, TrackerRequest, parse_tracker
-from .shapes import mask_bbox, mask_to_polygon, to_cvat_rle
-from .state_store import StateStore, from_env
+from common.doors.cvat.nuclio import ModelHandler
+from common.core.errors import RequestError
+from common.core.image import RequestImage
+from common.doors.cvat.request import TrackedShape, TrackerRequest, parse_tracker
+from common.doors.cvat.shapes import mask_bbox, mask_to_polygon, to_cvat_rle
+from common.runtime.state_store import StateStore, from_env
 
 
 class TrackerHandler(ModelHandler):

@@ -5,7 +5,7 @@ built by the caller from a hash of the image bytes as sent plus the model identi
 :class:`Entry` objects: named float arrays plus JSON metadata (sizes needed to map coordinates).
 
 - :class:`MemoryCache`: in-process LRU bounded in bytes, entries expire after ``ttl`` seconds.
-- :class:`RedisCache`: shared by every worker and replica; entries serialised with :mod:`common.arrays`
+- :class:`RedisCache`: shared by every worker and replica; entries serialised with :mod:`common.runtime.arrays`
   (no pickle) and expire after ``ttl`` seconds, refreshed on use. Redis errors and timeouts are logged as
   warnings and the call carries on without the cache; Redis is then left alone for ``retry_after`` seconds
   so that a down or hung Redis costs one timeout, not one per click.
@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import redis
 
-from . import arrays, redis_client
+from common.runtime import arrays, redis_client
 
 Warn = Callable[[str], None]
 

@@ -1,7 +1,7 @@
 """What promptable segmenters (SAM, SAM 2) share: the embedding cache, prompts, and the reply.
 
 A function subclasses :class:`PromptableSegmenter` and implements three things: ``model_id`` (which model
-produced an embedding: part of the cache key), ``encode`` (image → :class:`~common.embedding_cache.Entry`)
+produced an embedding: part of the cache key), ``encode`` (image → :class:`~common.runtime.embedding_cache.Entry`)
 and ``decode`` (entry + prompts → candidate masks and scores). Everything else lives here:
 
 - the cache key is ``model_id`` plus the SHA-256 of the image bytes as sent, so a warm click neither runs
@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import embedding_cache
-from .embedding_cache import Entry
-from .entry import ModelHandler, Reply
-from .errors import RequestError
-from .image import RequestImage, pad_to_aspect
-from .interactor import interactor_reply
-from .request import InteractorRequest, parse_interactor
+from common.runtime import embedding_cache
+from common.runtime.embedding_cache import Entry
+from common.doors.cvat.nuclio import ModelHandler, Reply
+from common.core.errors import RequestError
+from common.core.image import RequestImage, pad_to_aspect
+from common.doors.cvat.interactor import interactor_reply
+from common.doors.cvat.request import InteractorRequest, parse_interactor
 
 TRUE = ("1", "true", "yes", "on")
 

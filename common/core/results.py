@@ -1,0 +1,165 @@
+"""What models return, before any platform's wire format: :class:`Detections` and :class:`Region`.
+
+Numbers stay floats and labels stay spec ids in here; rounding, string confidences, run-length encoding and
+label names are the business of the doors (:mod:`common.doors`). Masks are :class:`Mask` objects: an object's
+pixels inside its tight box and where that box lies, so that a hundred instance masks of a 4K frame cost
+what their objects cover, not a hundred frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Mask:
+    """One object's pixels: ``pixels`` (h×w bool) over its tight box, whose top-left pixel is (``x``, ``y``)."""
+
+    pixels: np.ndarray
+    x: int
+    y: int
+
+    @classmethod
+    def from_full(cls, mask: np.ndarray) -> "Mask | None":
+        """The non-zero pixels of an image-sized mask; None when there are none."""
+        mask = np.asarray(mask) != 0
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if len(rows) == 0:
+            return None
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(columns[0]), int(columns[-1])
+        return cls(mask[y0:y1 + 1, x0:x1 + 1], x0, y0)
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        """Inclusive pixel box (xtl, ytl, xbr, ybr)."""
+        height, width = self.pixels.shape
+        return self.x, self.y, self.x + width - 1, self.y + height - 1
+
+    def full(self, width: int, height: int) -> np.ndarray:
+        """The mask at the size of its image (height×width bool)."""
+        out = np.zeros((height, width), dtype=bool)
+        xtl, ytl, xbr, ybr = self.bbox
+        out[ytl:ybr + 1, xtl:xbr + 1] = self.pixels
+        return out
+
+    def polygon(self, epsilon: float) -> np.ndarray | None:
+        """The largest outer contour in image pixels as (N, 2) floats, simplified by ``epsilon`` pixels
+        (Douglas-Peucker; 0 keeps every vertex); None when it has fewer than 3 points."""
+        padded = cv2.copyMakeBorder(self.pixels.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(self.x - 1, self.y - 1))
+        if not contours:
+            return None
+        contour = max(contours, key=cv2.contourArea)
+        if epsilon > 0:
+            contour = cv2.approxPolyDP(contour, epsilon, True)
+        contour = contour.reshape(-1, 2).astype(np.float64)
+        return contour if len(contour) >= 3 else None
+
+
+def _rows(values: Sequence | None, keep: np.ndarray) -> list | None:
+    return None if values is None else [values[i] for i in keep]
+
+
+@dataclass
+class Detections:
+    """N detections of one image: ``xyxy`` (N, 4) float boxes in image pixels, ``score`` (N,), ``class_id`` (N,)
+    ids of the function's spec labels, and optionally per detection a :class:`Mask`, a polygon ((K, 2) floats),
+    keypoints (``keypoints`` (N, K, 3): x, y, visible) and ``attributes`` (name → value, e.g. recognised text).
+
+    The order is the model's (best first, as detectors answer); filtering keeps it.
+    """
+
+    xyxy: np.ndarray
+    score: np.ndarray
+    class_id: np.ndarray
+    masks: list[Mask] | None = None
+    polygons: list[np.ndarray] | None = None
+    keypoints: np.ndarray | None = None
+    attributes: list[dict[str, Any]] | None = None
+
+    def __post_init__(self):
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float64).reshape(-1, 4)
+        self.score = np.asarray(self.score, dtype=np.float64).reshape(-1)
+        self.class_id = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
+        n = len(self.xyxy)
+        for name in ("score", "class_id", "masks", "polygons", "keypoints", "attributes"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"Detections: {len(value)} {name} for {n} boxes")
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index) -> "Detections":
+        """The detections an index array, a boolean array or a slice selects, in that order."""
+        keep = np.arange(len(self))[index].reshape(-1)
+        return Detections(
+            self.xyxy[keep], self.score[keep], self.class_id[keep], _rows(self.masks, keep),
+            _rows(self.polygons, keep), None if self.keypoints is None else self.keypoints[keep],
+            _rows(self.attributes, keep),
+        )
+
+    def with_score(self, threshold: float) -> "Detections":
+        """Those scoring at least ``threshold``."""
+        return self[self.score >= threshold]
+
+    def best_first(self) -> "Detections":
+        """Sorted by score, highest first (ties keep their order)."""
+        return self[np.argsort(-self.score, kind="stable")]
+
+    def clip(self, width: int, height: int) -> "Detections":
+        """Boxes clipped to the image ``[0, width] × [0, height]``."""
+        xyxy = self.xyxy.copy()
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+        return replace(self, xyxy=xyxy)
+
+    def nms(self, iou_threshold: float, score_threshold: float = 0.0) -> "Detections":
+        """Class-aware non-maximum suppression (OpenCV's), best first."""
+        if len(self) == 0:
+            return self
+        xywh = np.column_stack([self.xyxy[:, :2], self.xyxy[:, 2:] - self.xyxy[:, :2]])
+        keep = cv2.dnn.NMSBoxesBatched(
+            xywh.astype(np.float32).tolist(), self.score.astype(np.float32).tolist(),
+            self.class_id.astype(np.int32).tolist(), float(score_threshold), float(iou_threshold),
+        )
+        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        return self[keep[np.argsort(-self.score[keep], kind="stable")]]
+
+
+@dataclass
+class Region:
+    """One object, as an interactor or a tracker sees it: a ``box`` (xtl, ytl, xbr, ybr floats), a ``polygon``
+    ((K, 2) floats) or a :class:`Mask`, whichever ``type`` says, with an optional ``score``."""
+
+    type: str  # "rectangle", "polygon" or "mask"
+    box: tuple[float, float, float, float] | None = None
+    polygon: np.ndarray | None = None
+    mask: Mask | None = None
+    score: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, shape_type: str = "mask", epsilon: float = 1.0,
+                  score: float | None = None) -> "Region | None":
+        """An image-sized mask as a region of ``shape_type``: its pixels' box, its largest outer contour, or the
+        mask itself; None when nothing of it is left to show."""
+        found = mask if isinstance(mask, Mask) else Mask.from_full(mask)
+        if found is None:
+            return None
+        if shape_type == "rectangle":
+            xtl, ytl, xbr, ybr = found.bbox
+            return cls("rectangle", box=(float(xtl), float(ytl), float(xbr + 1), float(ybr + 1)), score=score)
+        if shape_type == "polygon":
+            polygon = found.polygon(epsilon)
+            return None if polygon is None else cls("polygon", polygon=polygon, score=score)
+        return cls("mask", mask=found, score=score)
