@@ -160,6 +160,7 @@ deploy_main() {
       echo "warning: $name is a tracker and CVAT_FUNCTIONS_REDIS_HOST is not set: its states will live in each" \
         "worker's memory, which works only with one worker and one replica (see the README's Trackers section)" >&2
     fi
+    extra+=(--env "FUNCTION_YAML=$YAML_NAME")  # the model reads the yaml it is deployed from
     for var in CVAT_FUNCTIONS_REDIS_HOST CVAT_FUNCTIONS_REDIS_PORT CVAT_FUNCTIONS_REDIS_PASSWORD; do
       if [ -n "${!var:-}" ]; then extra+=(--env "$var=${!var}"); fi
     done

@@ -90,15 +90,10 @@ def raw_exchange(port: int, data: bytes, timeout: float = 10, half_close: bool =
 def running(*paths, timeout: float = 120):
     """A Harness over some function folders, ready, for a ``with`` block (module-scoped fixtures use it)."""
     from tools.config import find_configs
-    from tools.harness import Harness
+    from tools.harness import serving
 
-    harness = Harness(find_configs(list(paths)), port=0)
-    harness.start()
-    try:
-        assert harness.wait_ready(timeout), {n: f.message for n, f in harness.functions.items()}
+    with serving(find_configs(list(paths)), timeout) as harness:
         yield harness
-    finally:
-        harness.stop()
 
 
 @pytest.fixture
@@ -134,12 +129,32 @@ def detect(harness, image: str, **extra) -> list:
     return reply
 
 
-def iou(a, b) -> float:
+def mask_iou(a, b) -> float:
+    """Intersection over union of two boolean masks."""
+    return float((a & b).sum() / (a | b).sum())
+
+
+def box_iou(a, b) -> float:
     """Intersection over union of two (xtl, ytl, xbr, ybr) boxes."""
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def documented_variables() -> set[str]:
+    """The variables in the README's "Environment variables" table."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Environment variables"):text.index("## Functions")]
+    documented = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            names = re.findall(r"`([A-Z_][A-Z0-9_]*)`", row.split("|")[1])
+            for name in names:  # `CVAT_FUNCTIONS_REDIS_HOST`, `_PORT`: suffixes share the first name's prefix
+                documented.add(names[0].rsplit("_", 1)[0] + name if name.startswith("_") else name)
+    return documented
 
 
 def dashboard_url(harness) -> str:

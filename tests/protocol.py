@@ -60,3 +60,43 @@ def check_detector_reply(reply, labels: Labels, width: int, height: int, thresho
             assert len(shape["points"]) >= MIN_POINTS[kind] and len(shape["points"]) % 2 == 0
             assert all(0 <= x <= width for x in shape["points"][0::2])
             assert all(0 <= y <= height for y in shape["points"][1::2])
+
+
+def check_interactor_reply(reply, width: int, height: int) -> None:
+    """The compact interactor reply (4.3, new form): mask shapes of RLE + an inclusive box inside the image,
+    attributes with a numeric ``spec_id`` and a string value; or the legacy full-frame ``mask``."""
+    assert isinstance(reply, dict)
+    if "mask" in reply:
+        assert len(reply["mask"]) == height and all(len(row) == width for row in reply["mask"])
+        return
+    for shape in reply["shapes"]:
+        assert shape["type"] == "mask"
+        points = shape["points"]
+        assert all(type(v) is int for v in points), "RLE counts and the box are integers"
+        xtl, ytl, xbr, ybr = points[-4:]
+        assert 0 <= xtl <= xbr < width and 0 <= ytl <= ybr < height
+        assert sum(points[:-4]) == (xbr - xtl + 1) * (ybr - ytl + 1), "the runs cover the box"
+        for attribute in shape.get("attributes", []):
+            assert isinstance(attribute["spec_id"], int) and isinstance(attribute["value"], str)
+
+
+def check_tracker_reply(reply, objects: int, legacy: bool, shape_types: tuple[str, ...]) -> None:
+    """4.5.2: ``shapes`` and ``states`` pair with the request's objects; legacy shapes are bare point lists,
+    declared ones ``{"type", "points"}`` of a supported type; no shape is null; states are JSON strings."""
+    assert len(reply["shapes"]) == len(reply["states"]) == objects
+    for shape in reply["shapes"]:
+        assert shape is not None, "a null shape breaks CVAT's UI"
+        points = shape if legacy else shape["points"]
+        if not legacy:
+            assert shape["type"] in shape_types
+        _numbers(points, "tracker points")
+        assert len(points) >= 4
+    assert all(isinstance(state, str) for state in reply["states"])
+
+
+def check_reid_reply(reply, boxes0: int, boxes1: int) -> None:
+    """4.4: one int per ``boxes0`` item, -1 or an index of ``boxes1``, no index twice."""
+    assert isinstance(reply, list) and len(reply) == boxes0
+    assert all(type(i) is int and -1 <= i < boxes1 for i in reply)
+    matched = [i for i in reply if i >= 0]
+    assert len(matched) == len(set(matched))

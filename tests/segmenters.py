@@ -1,4 +1,4 @@
-"""Helpers for the SAM-family tests: random-weight checkpoints, in-process handlers, and model hooks."""
+"""Helpers for tests of models in this process: their CVAT doors, and hooks into SAM-family models."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mask_iou
 
 SAM = ROOT / "functions" / "pytorch" / "facebookresearch" / "sam" / "nuclio"
 SAM2 = ROOT / "functions" / "pytorch" / "facebookresearch" / "sam2" / "nuclio"
@@ -18,21 +18,17 @@ REDIS_VARS = ("CVAT_FUNCTIONS_REDIS_HOST", "CVAT_FUNCTIONS_REDIS_PORT", "CVAT_FU
 
 
 @contextmanager
-def handler_of(folder: Path, **env: str):
-    """The folder's ModelHandler built in this process with ``env`` set (and no Redis unless given)."""
-    from tools.bench import load_handler
+def door_of(folder: Path, **env: str):
+    """The CVAT door of the folder's model, built in this process with ``env`` set (and no Redis unless given).
+    ``door(body)`` answers a request body with its Reply (payload and headers); ``door.model`` is the model."""
+    from common.doors.cvat.door import cvat_door
 
     with pytest.MonkeyPatch.context() as patch:
         for name in REDIS_VARS:
             patch.delenv(name, raising=False)
         for name, value in env.items():
             patch.setenv(name, value)
-        yield load_handler(folder)
-
-
-def click(handler, body: dict):
-    """One request through an in-process handler (its Reply, with headers)."""
-    return handler(handler.parse(body))
+        yield cvat_door(folder)
 
 
 @contextmanager
@@ -68,8 +64,23 @@ def box_logits(box: tuple[float, float, float, float], scale_x: float, scale_y: 
     return logits
 
 
-def box_iou(mask: np.ndarray, box: tuple[int, int, int, int]) -> float:
+def mask_box_iou(mask: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Intersection over union of a boolean mask and the pixels of a whole-pixel box."""
     truth = np.zeros_like(mask, dtype=bool)
     x0, y0, x1, y1 = box
     truth[y0:y1, x0:x1] = True
-    return (mask & truth).sum() / (mask | truth).sum()
+    return mask_iou(mask, truth)
+
+
+def rasterize(shape_type: str, points, width: int, height: int) -> np.ndarray:
+    """A CVAT shape's pixels (rectangle [x1, y1, x2, y2], flat polygon, or RLE mask) through :class:`Region`."""
+    from common.core.results import Mask, Region
+    from common.doors.cvat.shapes import from_cvat_rle
+
+    if shape_type == "mask":
+        region = Region("mask", mask=Mask.from_full(from_cvat_rle(points, width, height)))
+    elif shape_type == "rectangle":
+        region = Region("rectangle", box=tuple(points))
+    else:
+        region = Region(shape_type, polygon=np.asarray(points, np.float64).reshape(-1, 2))
+    return region.to_mask(width, height)

@@ -34,10 +34,3 @@ def moving_object(frames: int = 40, size: tuple[int, int] = (640, 480), box: tup
         images.append(frame)
         boxes.append([x1, y1, x1 + w, y1 + h])
     return images, np.array(boxes, dtype=np.float64)
-
-
-def box_iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

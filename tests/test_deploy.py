@@ -202,7 +202,7 @@ def test_every_staged_function_imports_like_nuclio_would(script, tmp_path):
              "assert callable(main.handler) and callable(main.init_context); "
              "assert common.__file__.startswith(sys.argv[1]), common.__file__")
     for folder in folders:
-        assert (folder / "common" / "entry.py").is_file() and (folder / yaml_name).is_file()
+        assert (folder / "common" / "doors" / "cvat" / "nuclio.py").is_file() and (folder / yaml_name).is_file()
         ran = subprocess.run([sys.executable, "-c", check, str(folder)], cwd=folder, env=env,
                              capture_output=True, text=True, timeout=120)
         assert ran.returncode == 0, f"{folder.name}: {ran.stderr[-2000:]}"

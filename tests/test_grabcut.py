@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from common.doors.cvat.shapes import from_cvat_rle
-from tests.conftest import ROOT, function_url, http
+from tests.conftest import ROOT, function_url, http, mask_iou
 
 GRABCUT = ROOT / "functions" / "opencv" / "opencv" / "grabcut" / "nuclio"
 
@@ -29,10 +29,6 @@ def scene(seed: int = 0, zoom: int = 1):
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode(), truth.astype(bool)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return (a & b).sum() / (a | b).sum()
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +56,21 @@ def test_box_and_click_recover_the_object(grabcut):
     (shape,) = reply["shapes"]
     assert shape["type"] == "mask"
     mask = from_cvat_rle(shape["points"], 320, 240)
-    assert iou(mask, truth) > 0.9
+    assert mask_iou(mask, truth) > 0.9
 
 
 def test_large_frame_runs_on_a_reduced_region(grabcut):
     image, truth = scene(4, zoom=4)  # 1280×960: the 640×440 region is scaled down to GRABCUT_MAX_SIDE
     reply = segment(grabcut, {"image": image, "pos_points": [[680, 480]], "neg_points": [],
                               "obj_bbox": [[360, 240], [1000, 720]]})
-    assert iou(from_cvat_rle(reply["shapes"][0]["points"], 1280, 960), truth) > 0.9
+    assert mask_iou(from_cvat_rle(reply["shapes"][0]["points"], 1280, 960), truth) > 0.9
 
 
 def test_clicks_only(grabcut):
     image, truth = scene(1)
     reply = segment(grabcut, {"image": image, "pos_points": [[130, 110], [215, 135], [170, 95]],
                               "neg_points": [[20, 20]]})
-    assert iou(from_cvat_rle(reply["shapes"][0]["points"], 320, 240), truth) > 0.8
+    assert mask_iou(from_cvat_rle(reply["shapes"][0]["points"], 320, 240), truth) > 0.8
 
 
 def test_full_mask_on_request(grabcut):
@@ -83,7 +79,7 @@ def test_full_mask_on_request(grabcut):
                               "obj_bbox": [[90, 60], [250, 180]], "full_mask": True})
     mask = np.asarray(reply["mask"])
     assert mask.shape == (240, 320) and set(np.unique(mask)) <= {0, 255}
-    assert iou(mask > 0, truth) > 0.9
+    assert mask_iou(mask > 0, truth) > 0.9
 
 
 def test_negative_points_remove_a_region(grabcut):
@@ -98,7 +94,7 @@ def test_negative_points_remove_a_region(grabcut):
     body = {"image": base64.b64encode(buf.getvalue()).decode(), "pos_points": [[220, 100]],
             "neg_points": [[75, 100]], "obj_bbox": [[20, 40], [280, 160]]}
     mask = from_cvat_rle(segment(grabcut, body)["shapes"][0]["points"], 300, 200)
-    assert iou(mask, right) > 0.85 and not (mask & left).any()
+    assert mask_iou(mask, right) > 0.85 and not (mask & left).any()
 
 
 @pytest.mark.parametrize("extra, fragment", [

@@ -14,7 +14,7 @@ ECHO = FIXTURES / "functions" / "echo"
 BROKEN = FIXTURES / "functions" / "broken"
 CRASHY = FIXTURES / "functions" / "crashy"
 
-# What CVAT's LambdaGateway sends (cvat-protocol.md 1.2 and 1.4).
+# What CVAT's LambdaGateway sends (../shared/docs/cvat-protocol.md 1.2 and 1.4).
 CVAT_HEADERS = {
     "x-nuclio-project-name": "cvat",
     "x-nuclio-function-namespace": "nuclio",

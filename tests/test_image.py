@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+import PIL.Image
 
 from common.core.errors import RequestError
-from common.core.image import RequestImage, decode_base64
+from common.core.image import Image, decode_base64
 
 
-def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+def encode(image: PIL.Image.Image, fmt: str = "PNG", **kw) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kw)
     return buf.getvalue()
@@ -62,7 +62,7 @@ def test_bad_base64(value, fragment):
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF", "PPM"])
 def test_formats_decode_to_rgb(fmt):
     source = gradient()
-    image = RequestImage(encode(Image.fromarray(source), fmt))
+    image = Image.from_bytes(encode(PIL.Image.fromarray(source), fmt))
     rgb = image.rgb
     assert rgb.dtype == np.uint8 and rgb.shape == (24, 32, 3)
     assert image.size == (32, 24)
@@ -72,64 +72,64 @@ def test_formats_decode_to_rgb(fmt):
 
 def test_grayscale_palette_and_bilevel():
     gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    rgb = RequestImage(encode(Image.fromarray(gray, "L"))).rgb
+    rgb = Image.from_bytes(encode(PIL.Image.fromarray(gray, "L"))).rgb
     assert (rgb == gray[:, :, None]).all()
 
-    palette = Image.fromarray(gradient()).quantize(16)
-    rgb = RequestImage(encode(palette)).rgb
+    palette = PIL.Image.fromarray(gradient()).quantize(16)
+    rgb = Image.from_bytes(encode(palette)).rgb
     assert rgb.shape == (24, 32, 3)
     assert np.abs(rgb.astype(int) - np.asarray(palette.convert("RGB")).astype(int)).max() == 0
 
-    bilevel = Image.fromarray((gray > 127).astype(np.uint8) * 255, "L").convert("1")
-    rgb = RequestImage(encode(bilevel)).rgb
+    bilevel = PIL.Image.fromarray((gray > 127).astype(np.uint8) * 255, "L").convert("1")
+    rgb = Image.from_bytes(encode(bilevel)).rgb
     assert set(np.unique(rgb)) == {0, 255}
 
 
 def test_alpha_is_dropped_keeping_colour():
     rgba = np.zeros((10, 10, 4), dtype=np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 0  # fully transparent red
-    rgb = RequestImage(encode(Image.fromarray(rgba, "RGBA"))).rgb
+    rgb = Image.from_bytes(encode(PIL.Image.fromarray(rgba, "RGBA"))).rgb
     assert (rgb[..., 0] == 200).all() and (rgb[..., 1:] == 0).all()
 
-    la = Image.fromarray(np.stack([np.full((5, 5), 90, np.uint8), np.full((5, 5), 10, np.uint8)], -1), "LA")
-    assert (RequestImage(encode(la)).rgb == 90).all()
+    la = PIL.Image.fromarray(np.stack([np.full((5, 5), 90, np.uint8), np.full((5, 5), 10, np.uint8)], -1), "LA")
+    assert (Image.from_bytes(encode(la)).rgb == 90).all()
 
-    transparent_palette = Image.fromarray(gradient()).quantize(8)
+    transparent_palette = PIL.Image.fromarray(gradient()).quantize(8)
     transparent_palette.info["transparency"] = 0
-    assert RequestImage(encode(transparent_palette)).rgb.shape == (24, 32, 3)
+    assert Image.from_bytes(encode(transparent_palette)).rgb.shape == (24, 32, 3)
 
 
 def test_sixteen_bit_is_scaled():
     values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
-    image = Image.fromarray(values)
+    image = PIL.Image.fromarray(values)
     assert image.mode.startswith("I")
-    rgb = RequestImage(encode(image)).rgb
+    rgb = Image.from_bytes(encode(image)).rgb
     assert rgb[0, :, 0].tolist() == [0, 1, 255, 128]
 
 
 def test_float_image_is_clipped():
     values = np.array([[-5.0, 10.4, 300.0]], dtype=np.float32)
-    rgb = RequestImage(encode(Image.fromarray(values, "F"), "TIFF")).rgb
+    rgb = Image.from_bytes(encode(PIL.Image.fromarray(values, "F"), "TIFF")).rgb
     assert rgb[0, :, 0].tolist() == [0, 10, 255]
 
 
 def test_cmyk_jpeg():
-    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
-    rgb = RequestImage(encode(cmyk, "JPEG", quality=95)).rgb
+    cmyk = PIL.Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
+    rgb = Image.from_bytes(encode(cmyk, "JPEG", quality=95)).rgb
     assert rgb[..., 0].mean() > 200 and rgb[..., 1].mean() < 60
 
 
 @pytest.mark.parametrize("orientation, expected_size", [(1, (32, 24)), (3, (32, 24)), (6, (24, 32)), (8, (24, 32))])
 def test_exif_orientation_is_applied(orientation, expected_size):
-    source = Image.fromarray(gradient())
-    exif = Image.Exif()
+    source = PIL.Image.fromarray(gradient())
+    exif = PIL.Image.Exif()
     exif[0x0112] = orientation
-    image = RequestImage(encode(source, "JPEG", exif=exif.tobytes(), quality=95))
+    image = Image.from_bytes(encode(source, "JPEG", exif=exif.tobytes(), quality=95))
     assert image.size == expected_size  # known from the header, before decoding
     rgb = image.rgb
     assert (rgb.shape[1], rgb.shape[0]) == expected_size
-    upright = {1: source, 3: source.transpose(Image.Transpose.ROTATE_180),
-               6: source.transpose(Image.Transpose.ROTATE_270), 8: source.transpose(Image.Transpose.ROTATE_90)}
+    upright = {1: source, 3: source.transpose(PIL.Image.Transpose.ROTATE_180),
+               6: source.transpose(PIL.Image.Transpose.ROTATE_270), 8: source.transpose(PIL.Image.Transpose.ROTATE_90)}
     assert np.abs(rgb.astype(int) - np.asarray(upright[orientation]).astype(int)).mean() < 8
 
 
@@ -137,55 +137,55 @@ def test_exif_orientation_is_applied(orientation, expected_size):
 
 def test_not_an_image():
     with pytest.raises(RequestError, match="not an image"):
-        RequestImage(b"GIF89a? no, just text")
+        Image.from_bytes(b"GIF89a? no, just text")
     with pytest.raises(RequestError, match="not an image"):
-        RequestImage(b"")
+        Image.from_bytes(b"")
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_truncated_image(fmt):
-    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)), fmt)
-    image = RequestImage(data[: len(data) // 2])  # the header is intact
+    data = encode(PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)), fmt)
+    image = Image.from_bytes(data[: len(data) // 2])  # the header is intact
     with pytest.raises(RequestError, match="truncated or corrupt"):
         image.rgb
 
 
 def test_pixel_limit_refuses_before_decoding(monkeypatch):
     monkeypatch.setenv("IMAGE_MAX_PIXELS", "1000")
-    data = encode(Image.new("L", (100, 100)))
+    data = encode(PIL.Image.new("L", (100, 100)))
     with pytest.raises(RequestError, match="over the limit of 1000"):
-        RequestImage(data)
+        Image.from_bytes(data)
     monkeypatch.setenv("IMAGE_MAX_PIXELS", "10000")
-    assert RequestImage(data).rgb.shape == (100, 100, 3)
+    assert Image.from_bytes(data).rgb.shape == (100, 100, 3)
 
 
 def test_decompression_bomb_default_limit():
     # A PNG header claiming 20000×20000 pixels: refused from the header alone.
-    bomb = encode(Image.new("1", (20000, 20000)))
+    bomb = encode(PIL.Image.new("1", (20000, 20000)))
     assert len(bomb) < 200_000
     with pytest.raises(RequestError, match="IMAGE_MAX_PIXELS"):
-        RequestImage(bomb)
+        Image.from_bytes(bomb)
 
 
 def test_digest_is_of_the_bytes_as_sent():
-    data = encode(Image.fromarray(gradient()))
-    assert RequestImage(data).digest == RequestImage.from_base64(base64.b64encode(data).decode()).digest
-    assert len(RequestImage(data).digest) == 64
+    data = encode(PIL.Image.fromarray(gradient()))
+    assert Image.from_bytes(data).digest == Image.from_base64(base64.b64encode(data).decode()).digest
+    assert len(Image.from_bytes(data).digest) == 64
 
 
 def test_mean_color_is_the_per_channel_mean():
     rgb = np.zeros((4, 6, 3), np.uint8)
     rgb[:2] = (200, 10, 0)  # top half
     rgb[2:] = (100, 30, 255)
-    image = RequestImage(encode(Image.fromarray(rgb)))
+    image = Image.from_bytes(encode(PIL.Image.fromarray(rgb)))
     assert image.mean_color.dtype == np.float32
     assert np.allclose(image.mean_color, [150, 20, 127.5])
 
 
 def test_memory_limit_counts_decoding_and_the_models_work(monkeypatch):
-    image = RequestImage(encode(Image.new("1", (1024, 1024))))  # 2**20 pixels
+    image = Image.from_bytes(encode(PIL.Image.new("1", (1024, 1024))))  # 2**20 pixels
     image.require_memory(0)  # 7 MB of decoding, well inside the default 512 MB
-    bomb = RequestImage(encode(Image.new("1", (10000, 10000))))  # within IMAGE_MAX_PIXELS, not in memory
+    bomb = Image.from_bytes(encode(PIL.Image.new("1", (10000, 10000))))  # within IMAGE_MAX_PIXELS, not in memory
     with pytest.raises(RequestError, match="10000x10000: this function would need about 668 MB"):
         bomb.require_memory(0)
     monkeypatch.setenv("IMAGE_MAX_MEMORY_MB", "10")
@@ -211,7 +211,7 @@ def test_padding_to_an_aspect_ratio_keeps_coordinates():
 
 
 def test_memory_limit_counts_the_padding_a_model_adds(monkeypatch):
-    thin = RequestImage(encode(Image.new("1", (100_000, 1))))  # 0.1 megapixel, padded to 1:512: 196 rows
+    thin = Image.from_bytes(encode(PIL.Image.new("1", (100_000, 1))))  # 0.1 megapixel, padded to 1:512: 196 rows
     thin.require_memory(45)
     thin.require_memory(0, max_aspect=512)
     with pytest.raises(RequestError, match=r"100000x1: .* about 842 MB for it \(padded to 100000x196\)"):
@@ -219,12 +219,31 @@ def test_memory_limit_counts_the_padding_a_model_adds(monkeypatch):
 
 
 def test_a_full_mask_reply_must_fit_the_memory_limit(monkeypatch):
-    from common.doors.cvat.interactor import interactor_reply
+    from common.core.results import Region
+    from common.doors.cvat.replies import interactor_reply
 
     mask = np.zeros((1024, 1024), bool)  # 12 MB as a JSON list of lists
     mask[10:20, 10:20] = True
-    assert len(interactor_reply(mask, {"full_mask": True})["mask"]) == 1024
+    region = Region.from_mask(mask)
+    assert len(interactor_reply(region, (1024, 1024), full_mask=True)["mask"]) == 1024
     monkeypatch.setenv("IMAGE_MAX_MEMORY_MB", "10")
     with pytest.raises(RequestError, match=r"full_mask for a 1024x1024 image would take about 12 MB.*leave full_mask"):
-        interactor_reply(mask, {"full_mask": True})
-    assert interactor_reply(mask, {})["shapes"][0]["type"] == "mask"  # the compact reply is always possible
+        interactor_reply(region, (1024, 1024), full_mask=True)
+    # the compact reply is always possible
+    assert interactor_reply(region, (1024, 1024), full_mask=False)["shapes"][0]["type"] == "mask"
+
+
+def test_images_from_pil_and_arrays_share_checks_size_and_digest(monkeypatch):
+    source = gradient()
+    from_array = Image.from_array(source)
+    from_pil = Image.from_pil(PIL.Image.fromarray(source))
+    assert from_array.size == from_pil.size == (source.shape[1], source.shape[0])
+    assert np.array_equal(from_array.rgb, source) and np.array_equal(from_pil.rgb, source)
+    assert from_array.digest == Image.from_array(source.copy()).digest != Image.from_array(source[::-1]).digest
+    assert Image.from_array(source[:, :, 0]).rgb.shape == source.shape  # gray becomes RGB
+    with pytest.raises(RequestError, match="uint8"):
+        Image.from_array(source.astype(np.float32))
+    monkeypatch.setenv("IMAGE_MAX_PIXELS", "100")
+    for make in (lambda: Image.from_array(source), lambda: Image.from_pil(PIL.Image.fromarray(source))):
+        with pytest.raises(RequestError, match="IMAGE_MAX_PIXELS"):
+            make()

@@ -127,6 +127,8 @@ def test_tracker_shape_types(tmp_path):
         _edit(folder / name, _set("metadata.annotations.supported_shape_types", "mask, blob"))
     problems = lint_paths([folder])
     assert any("unknown shape type 'blob'" in p for p in problems)
+    _edit(folder / "function-gpu.yaml", _set("metadata.annotations.supported_shape_types", "mask"))
+    assert any("supported_shape_types differs from function.yaml" in p for p in lint_paths([folder]))
 
 
 def test_not_yaml(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT
-from tests.segmenters import handler_of
+from tests.segmenters import door_of
 
 FUNCTIONS = ROOT / "functions"
 SIZES = [(1, 4000), (3, 2000), (4000, 1), (2000, 3), (1, 1), (2, 2), (5, 700)]
@@ -43,26 +43,24 @@ def bodies(kind: str, width: int, height: int) -> list[dict]:
     return [{"image0": image, "image1": image, "boxes0": [shape], "boxes1": [shape]}]
 
 
-def answer_all(handler) -> None:
+def answer_all(door) -> None:
     for width, height in SIZES:
-        for body in bodies(handler.kind, width, height):
-            request = handler.parse(body)
-            handler.check_memory(request)
-            reply = handler(request)
-            assert reply is not None, (width, height)
+        for body in bodies(door.kind, width, height):
+            reply = door(body)
+            assert reply.payload is not None, (width, height)
 
 
 @pytest.mark.parametrize("folder", ["onnx/megvii/yolox", "opencv/shiqiyu/yunet", "opencv/opencv/grabcut",
                                     "onnx/paddlepaddle/ppocr", "onnx/honglinchu/nanotrack"])
 def test_functions_without_torch(folder, models_dir, redis_server):
-    with handler_of(FUNCTIONS / folder / "nuclio", **redis_server.env()) as handler:
-        answer_all(handler)
+    with door_of(FUNCTIONS / folder / "nuclio", **redis_server.env()) as door:
+        answer_all(door)
 
 
 def test_segment_anything(sam_checkpoint):
-    with handler_of(FUNCTIONS / "pytorch" / "facebookresearch" / "sam" / "nuclio",
-                    MODEL_PATH=str(sam_checkpoint)) as handler:
-        answer_all(handler)
+    with door_of(FUNCTIONS / "pytorch" / "facebookresearch" / "sam" / "nuclio",
+                    MODEL_PATH=str(sam_checkpoint)) as door:
+        answer_all(door)
 
 
 @pytest.mark.parametrize("folder", ["sam2", "sam2-tracker"])
@@ -71,9 +69,9 @@ def test_sam2_image_and_video(folder, sam2_checkpoint, redis_server):
 
     # a smaller input keeps the tracker quick (the image predictor's feature sizes are fixed for 1024)
     overrides = " ".join([*SMALL_SAM2_OVERRIDES, *(["++model.image_size=512"] if folder == "sam2-tracker" else [])])
-    with handler_of(FUNCTIONS / "pytorch" / "facebookresearch" / folder / "nuclio", MODEL_PATH=str(sam2_checkpoint),
-                    SAM2_OVERRIDES=overrides, **redis_server.env()) as handler:
-        answer_all(handler)
+    with door_of(FUNCTIONS / "pytorch" / "facebookresearch" / folder / "nuclio", MODEL_PATH=str(sam2_checkpoint),
+                    SAM2_OVERRIDES=overrides, **redis_server.env()) as door:
+        answer_all(door)
 
 
 def test_reid(tmp_path):
@@ -81,6 +79,6 @@ def test_reid(tmp_path):
     from torchvision.models import resnet50
 
     torch.save(resnet50(weights=None).state_dict(), tmp_path / "resnet50.pth")
-    with handler_of(FUNCTIONS / "pytorch" / "torchvision" / "reid" / "nuclio",
-                    MODEL_PATH=str(tmp_path / "resnet50.pth")) as handler:
-        answer_all(handler)
+    with door_of(FUNCTIONS / "pytorch" / "torchvision" / "reid" / "nuclio",
+                    MODEL_PATH=str(tmp_path / "resnet50.pth")) as door:
+        answer_all(door)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from common.core.labels import Labels
-from tests.conftest import ROOT, b64_file, detect, iou, running
+from tests.conftest import ROOT, b64_file, detect, box_iou, running
 from tests.protocol import check_detector_reply
 
 PPOCR = ROOT / "functions" / "onnx" / "paddlepaddle" / "ppocr" / "nuclio"
@@ -55,7 +55,7 @@ def test_generated_words_are_found_where_they_were_written_and_read(ppocr):
     assert sorted(text_of(s) for s in reply) == sorted(WORDS)
     for shape in reply:
         assert shape["type"] == "polygon" and len(shape["points"]) == 8
-        assert iou(bounds(shape), truth[text_of(shape)]) > 0.7, (text_of(shape), bounds(shape))
+        assert box_iou(bounds(shape), truth[text_of(shape)]) > 0.7, (text_of(shape), bounds(shape))
 
 
 def test_page_lines_are_read_in_reading_order(ppocr, data_dir):
@@ -64,7 +64,7 @@ def test_page_lines_are_read_in_reading_order(ppocr, data_dir):
     texts = [text_of(s).replace(" ", "").lower() for s in reply]
     assert len(reply) >= 4
     assert texts[0] == "region-basedsegmentation"
-    assert iou(bounds(reply[0]), (7, 12, 292, 33)) > 0.7  # the heading, by eye
+    assert box_iou(bounds(reply[0]), (7, 12, 292, 33)) > 0.7  # the heading, by eye
     assert "letusfirstdeterminemarkersofthecoinsandthe" in texts
     tops = [bounds(s)[1] for s in reply]
     assert tops == sorted(tops)

@@ -58,21 +58,21 @@ def test_detector_errors(body, message):
 def test_interactor_points_and_bbox():
     request = parse_interactor({"image": IMAGE, "pos_points": [[10, 20], [30.5, 40]], "neg_points": [[1, 2]],
                                 "obj_bbox": [[90, 70], [10, 5]], "threshold": 0.8})
-    assert request.pos_points.tolist() == [[10, 20], [30.5, 40]]
-    assert request.neg_points.shape == (1, 2)
-    assert request.obj_bbox == (10, 5, 90, 70)  # corners ordered
+    assert request.prompt.positive.tolist() == [[10, 20], [30.5, 40]]
+    assert request.prompt.negative.shape == (1, 2)
+    assert request.prompt.box == (10, 5, 90, 70)  # corners ordered
     assert request.threshold == 0.8
 
 
 def test_interactor_clipping_rules():
     request = parse_interactor({"image": IMAGE, "pos_points": [[-0.5, 80.9]], "neg_points": [],
                                 "obj_bbox": [[-50, -50], [150, 40]]})
-    assert request.pos_points.tolist() == [[0.0, 80.0]]  # within the 1-pixel tolerance: clipped
-    assert request.obj_bbox == (0, 0, 100, 40)  # boxes are clipped to the image
+    assert request.prompt.positive.tolist() == [[0.0, 80.0]]  # within the 1-pixel tolerance: clipped
+    assert request.prompt.box == (0, 0, 100, 40)  # boxes are clipped to the image
     for empty in (None, []):
         assert parse_interactor({"image": IMAGE, "pos_points": [], "neg_points": [],
-                                 "obj_bbox": empty}).obj_bbox is None
-    assert parse_interactor({"image": IMAGE, "pos_points": []}).neg_points.shape == (0, 2)
+                                 "obj_bbox": empty}).prompt.box is None
+    assert parse_interactor({"image": IMAGE, "pos_points": []}).prompt.negative.shape == (0, 2)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -157,7 +157,7 @@ def test_reid_errors(extra, message):
 
 def test_points_array_types():
     request = parse_interactor({"image": IMAGE, "pos_points": [[1, 2]]})
-    assert request.pos_points.dtype == np.float64
+    assert request.prompt.positive.dtype == np.float64
 
 
 # ---------------------------------------------------------------- hostile numbers and bodies
@@ -196,7 +196,7 @@ def test_requests_hold_a_bounded_number_of_clicks_objects_and_boxes():
     from common.doors.cvat.request import MAX_OBJECTS, MAX_POINTS
 
     many = [[1, 1]] * (MAX_POINTS + 1)
-    assert parse_interactor({"image": IMAGE, "pos_points": many[:MAX_POINTS]}).pos_points.shape == (MAX_POINTS, 2)
+    assert parse_interactor({"image": IMAGE, "pos_points": many[:MAX_POINTS]}).prompt.positive.shape == (MAX_POINTS, 2)
     assert f"neg_points has {MAX_POINTS + 1} points; one request may hold at most {MAX_POINTS}" in error_of(
         parse_interactor, {"image": IMAGE, "pos_points": [], "neg_points": many})
     boxes = [[0, 0, 5, 5]] * (MAX_OBJECTS + 1)

@@ -14,7 +14,8 @@ import pytest
 
 from common.runtime import weights
 from common.runtime.backends import load_onnx
-from common.doors.cvat.nuclio import decode_body, handle_event, ModelHandler
+from common.doors.cvat.door import Door, Reply
+from common.doors.cvat.nuclio import decode_body, handle_event
 from common.core.errors import RequestError
 from common.core.labels import Labels, read_spec
 from tests.conftest import ROOT
@@ -158,16 +159,22 @@ def test_handle_event_maps_outcomes():
         def error_with(self, message, **kw):
             self.records.append((message, kw))
 
-    class Echo(ModelHandler):
-        kind = "detector"
+    class Echo(Door):  # a door of no model: requests pass through as they are
+        kind = "echo"
+
+        def __init__(self):
+            pass
 
         def parse(self, body):
             if body.get("boom"):
                 raise ZeroDivisionError("secret detail")
             return body
 
-        def __call__(self, request):
-            return [request["x"]]
+        def check_memory(self, request):
+            pass
+
+        def answer(self, request):
+            return Reply([request["x"]])
 
     context = SimpleNamespace(logger=Logger())
     ok = handle_event(context, Echo(), SimpleNamespace(body={"x": 3}))

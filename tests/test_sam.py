@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from common.core.image import RequestImage
+from common.core.image import Image
 from common.doors.cvat.shapes import from_cvat_rle
-from tools.bench import load_module
+from common.models.folder import load_module
 from tests.conftest import b64_file, function_url, http
-from tests.segmenters import DOG, SAM, box_iou, box_logits, click, decoder_answers, handler_of, recorded_prompts
+from tests.segmenters import DOG, SAM, mask_box_iou, box_logits, decoder_answers, door_of, recorded_prompts
 
 
 
 @pytest.fixture(scope="module")
 def sam(sam_checkpoint):
-    with handler_of(SAM, MODEL_PATH=str(sam_checkpoint), MODEL_TYPE="vit_b") as handler:
+    with door_of(SAM, MODEL_PATH=str(sam_checkpoint), MODEL_TYPE="vit_b") as handler:
         yield handler
 
 
@@ -42,8 +42,8 @@ def test_encoder_size_is_read_from_the_checkpoint():
 
 def test_points_and_box_reach_the_model_in_its_input_frame(sam, dog):
     scale = 1024 / max(DOG)
-    with recorded_prompts(sam.predictor.model.prompt_encoder) as calls:
-        click(sam, {"image": dog, "pos_points": [[300, 200]], "neg_points": [[700.5, 10]],
+    with recorded_prompts(sam.model.predictor.model.prompt_encoder) as calls:
+        sam({"image": dog, "pos_points": [[300, 200]], "neg_points": [[700.5, 10]],
                     "obj_bbox": [[100, 50], [500, 400]]})
     coords, labels = calls[-1]["points"]
     np.testing.assert_allclose(coords[0].cpu().numpy(), [[300 * scale, 200 * scale], [700.5 * scale, 10 * scale]], rtol=1e-5)
@@ -55,21 +55,21 @@ def test_points_and_box_reach_the_model_in_its_input_frame(sam, dog):
 def test_decoder_output_comes_back_at_the_right_place(sam, dog):
     box = (201, 99, 399, 300)
     scale = 1024 / max(DOG) / 4  # image → 1024 input → 256 low-res grid
-    with decoder_answers(sam.predictor.model.mask_decoder, box_logits(box, scale, scale)):
-        reply = click(sam, {"image": dog, "pos_points": [[300, 200]], "neg_points": []}).payload
+    with decoder_answers(sam.model.predictor.model.mask_decoder, box_logits(box, scale, scale)):
+        reply = sam({"image": dog, "pos_points": [[300, 200]], "neg_points": []}).payload
     (shape,) = reply["shapes"]
     mask = from_cvat_rle(shape["points"], *DOG)
     assert mask.shape == (DOG[1], DOG[0])
-    assert box_iou(mask, box) > 0.95
+    assert mask_box_iou(mask, box) > 0.95
     assert shape["attributes"][0]["spec_id"] == 0 and 0 <= float(shape["attributes"][0]["value"]) <= 1.5
 
 
 def test_encoder_runs_once_for_many_clicks(sam, dog):
     runs = []
-    handle = sam.predictor.model.image_encoder.register_forward_hook(lambda *a: runs.append(1))
+    handle = sam.model.predictor.model.image_encoder.register_forward_hook(lambda *a: runs.append(1))
     try:
         other = base64.b64encode(base64.b64decode(dog) + b"\0").decode()  # same pixels, other bytes: other key
-        replies = [click(sam, {"image": other, "pos_points": [[100 + 20 * i, 300]], "neg_points": []})
+        replies = [sam({"image": other, "pos_points": [[100 + 20 * i, 300]], "neg_points": []})
                    for i in range(5)]
     finally:
         handle.remove()
@@ -79,26 +79,26 @@ def test_encoder_runs_once_for_many_clicks(sam, dog):
 
 def test_precompute_request_then_warm_click(sam, data_dir):
     image = b64_file(data_dir / "images" / "chelsea.png")
-    first = click(sam, {"image": image})
+    first = sam({"image": image})
     assert first.payload == {"shapes": [], "precomputed": True} and first.headers["X-Embedding-Cache"] == "miss"
-    second = click(sam, {"image": image, "pos_points": [[100, 100]], "neg_points": []})
+    second = sam({"image": image, "pos_points": [[100, 100]], "neg_points": []})
     assert second.headers["X-Embedding-Cache"] == "hit" and len(second.payload["shapes"]) <= 1
 
 
 def test_blob_is_the_float32_embedding(sam, dog):
-    reply = click(sam, {"image": dog, "pos_points": [], "neg_points": [], "blob": True})
+    reply = sam({"image": dog, "pos_points": [], "neg_points": [], "blob": True})
     raw = base64.b64decode(reply.payload["blob"])
     assert len(raw) == 4 * 256 * 64 * 64
     embedding = np.frombuffer(raw, dtype="<f4").reshape(1, 256, 64, 64)
-    rgb = RequestImage(base64.b64decode(dog)).rgb
-    np.testing.assert_allclose(embedding, sam.encode(rgb).arrays["features"], rtol=1e-5, atol=1e-5)
+    rgb = Image.from_bytes(base64.b64decode(dog)).rgb
+    np.testing.assert_allclose(embedding, sam.model.encode(rgb).arrays["features"], rtol=1e-5, atol=1e-5)
 
 
 def test_eviction_by_bytes(sam_checkpoint, data_dir):
     images = [b64_file(data_dir / "images" / name) for name in ("chelsea.png", "coffee.png")]
     # one SAM embedding is 4 MiB: a 6 MiB cache holds one
-    with handler_of(SAM, MODEL_PATH=str(sam_checkpoint), EMBEDDING_CACHE_BYTES=str(6 * 2**20)) as handler:
-        states = [click(handler, {"image": images[i]}).headers["X-Embedding-Cache"] for i in (0, 0, 1, 0)]
+    with door_of(SAM, MODEL_PATH=str(sam_checkpoint), EMBEDDING_CACHE_BYTES=str(6 * 2**20)) as handler:
+        states = [handler({"image": images[i]}).headers["X-Embedding-Cache"] for i in (0, 0, 1, 0)]
     assert states == ["miss", "hit", "miss", "miss"]
 
 
@@ -177,6 +177,6 @@ def test_answers_without_the_cache_when_redis_is_down(sam_checkpoint, serve, dat
 
 
 def test_plugin_mode_answers_every_request_with_the_blob(sam_checkpoint, dog):
-    with handler_of(SAM, MODEL_PATH=str(sam_checkpoint), SAM_PLUGIN_MODE="1") as handler:
-        reply = click(handler, {"image": dog, "pos_points": [[10, 10]], "neg_points": []})
+    with door_of(SAM, MODEL_PATH=str(sam_checkpoint), SAM_PLUGIN_MODE="1") as handler:
+        reply = handler({"image": dog, "pos_points": [[10, 10]], "neg_points": []})
     assert len(base64.b64decode(reply.payload["blob"])) == 4 * 256 * 64 * 64

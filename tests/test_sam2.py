@@ -12,7 +12,7 @@ import pytest
 from common.core.errors import RequestError
 from common.doors.cvat.shapes import from_cvat_rle
 from tests.conftest import b64_file, function_url, http
-from tests.segmenters import DOG, SAM2, box_iou, box_logits, click, decoder_answers, handler_of, recorded_prompts
+from tests.segmenters import DOG, SAM2, mask_box_iou, box_logits, decoder_answers, door_of, recorded_prompts
 
 
 
@@ -25,14 +25,14 @@ def overrides():
 
 @pytest.fixture(scope="module")
 def sam2(sam2_checkpoint, overrides):
-    with handler_of(SAM2, MODEL_PATH=str(sam2_checkpoint), MODEL_SIZE="tiny", SAM2_OVERRIDES=overrides) as handler:
+    with door_of(SAM2, MODEL_PATH=str(sam2_checkpoint), MODEL_SIZE="tiny", SAM2_OVERRIDES=overrides) as handler:
         yield handler
 
 
 def test_box_corners_and_points_reach_the_model_in_its_input_frame(sam2, dog):
     sx, sy = 1024 / DOG[0], 1024 / DOG[1]  # SAM 2 resizes to 1024×1024 without keeping the aspect ratio
-    with recorded_prompts(sam2.predictor.model.sam_prompt_encoder) as calls:
-        click(sam2, {"image": dog, "pos_points": [[300, 200]], "neg_points": [[700, 10]],
+    with recorded_prompts(sam2.model.predictor.model.sam_prompt_encoder) as calls:
+        sam2({"image": dog, "pos_points": [[300, 200]], "neg_points": [[700, 10]],
                      "obj_bbox": [[100, 50], [500, 400]]})
     coords, labels = calls[-1]["points"]
     expected = [[100 * sx, 50 * sy], [500 * sx, 400 * sy], [300 * sx, 200 * sy], [700 * sx, 10 * sy]]
@@ -42,44 +42,44 @@ def test_box_corners_and_points_reach_the_model_in_its_input_frame(sam2, dog):
 
 def test_decoder_output_comes_back_at_the_right_place(sam2, dog):
     box = (200, 99, 400, 300)
-    with decoder_answers(sam2.predictor.model.sam_mask_decoder, box_logits(box, 256 / DOG[0], 256 / DOG[1])):
-        reply = click(sam2, {"image": dog, "pos_points": [[300, 200]], "neg_points": []})
+    with decoder_answers(sam2.model.predictor.model.sam_mask_decoder, box_logits(box, 256 / DOG[0], 256 / DOG[1])):
+        reply = sam2({"image": dog, "pos_points": [[300, 200]], "neg_points": []})
     (shape,) = reply.payload["shapes"]
-    assert box_iou(from_cvat_rle(shape["points"], *DOG), box) > 0.95
+    assert mask_box_iou(from_cvat_rle(shape["points"], *DOG), box) > 0.95
 
 
 def test_warm_clicks_reuse_all_three_feature_levels(sam2, dog):
     runs = []
-    handle = sam2.predictor.model.image_encoder.register_forward_hook(lambda *a: runs.append(1))
+    handle = sam2.model.predictor.model.image_encoder.register_forward_hook(lambda *a: runs.append(1))
     try:
-        first = click(sam2, {"image": dog, "pos_points": [[10, 10]], "neg_points": []})
-        again = click(sam2, {"image": dog, "pos_points": [[10, 10]], "neg_points": []})
+        first = sam2({"image": dog, "pos_points": [[10, 10]], "neg_points": []})
+        again = sam2({"image": dog, "pos_points": [[10, 10]], "neg_points": []})
     finally:
         handle.remove()
     assert runs == [] and first.headers["X-Embedding-Cache"] == "hit"  # cached by the tests above
     assert first.payload == again.payload
-    entry, _ = sam2.embedding(sam2.parse({"image": dog}).image)
+    entry, _ = sam2.model.embedding(sam2.parse({"image": dog}).image)
     assert {name: a.shape for name, a in entry.arrays.items()} == {
         "image_embed": (1, 256, 64, 64), "high_res_0": (1, 32, 256, 256), "high_res_1": (1, 64, 128, 128)}
 
 
 def test_cached_embedding_gives_the_same_mask_as_a_fresh_one(sam2, sam2_checkpoint, overrides, dog):
     body = {"image": dog, "pos_points": [[300, 200], [350, 260]], "neg_points": [[50, 50]]}
-    warm = click(sam2, body)
-    with handler_of(SAM2, MODEL_PATH=str(sam2_checkpoint), SAM2_OVERRIDES=overrides) as fresh:
-        cold = click(fresh, body)
+    warm = sam2(body)
+    with door_of(SAM2, MODEL_PATH=str(sam2_checkpoint), SAM2_OVERRIDES=overrides) as fresh:
+        cold = fresh(body)
     assert (warm.headers["X-Embedding-Cache"], cold.headers["X-Embedding-Cache"]) == ("hit", "miss")
     assert warm.payload == cold.payload
 
 
 def test_blob_is_refused_with_a_clear_error(sam2, dog):
     with pytest.raises(RequestError, match="SAM plugin"):
-        click(sam2, {"image": dog, "blob": True})
+        sam2({"image": dog, "blob": True})
 
 
 def test_unknown_model_size_fails_at_start(sam2_checkpoint):
     with pytest.raises(ValueError, match="MODEL_SIZE"):
-        with handler_of(SAM2, MODEL_PATH=str(sam2_checkpoint), MODEL_SIZE="huge"):
+        with door_of(SAM2, MODEL_PATH=str(sam2_checkpoint), MODEL_SIZE="huge"):
             pass
 
 

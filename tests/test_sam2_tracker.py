@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+import PIL.Image
 
 from common.core.errors import RequestError
-from common.core.image import RequestImage
-from common.doors.cvat.request import TrackedShape
-from common.doors.cvat.shapes import from_cvat_rle, rasterize, to_cvat_rle
+from common.core.image import Image
+from common.core.results import Region
+from common.doors.cvat.replies import tracker_points
+from common.doors.cvat.request import tracked_shape
+from common.doors.cvat.shapes import from_cvat_rle, to_cvat_rle
 from common.runtime.state_store import StateGone
 from tests.conftest import ROOT, function_url, http, running
-from tests.segmenters import box_iou, handler_of
+from tests.segmenters import mask_box_iou, door_of, rasterize
 from tests.sequences import moving_object
 
 TRACKER = ROOT / "functions" / "pytorch" / "facebookresearch" / "sam2-tracker" / "nuclio"
@@ -42,8 +44,8 @@ def env(sam2_checkpoint, overrides, redis_server):
 
 @pytest.fixture(scope="module")
 def tracker(env):
-    with handler_of(TRACKER, **env) as handler:
-        yield handler
+    with door_of(TRACKER, **env) as door:
+        yield door.model
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +54,12 @@ def video(tmp_path_factory):
     frames, truth = moving_object(frames=FRAMES, size=SIZE, box=(60, 40), seed=4)
     folder = tmp_path_factory.mktemp("video")
     for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{i}.jpg", quality=95)
+        PIL.Image.fromarray(frame).save(folder / f"{i}.jpg", quality=95)
     return folder, truth
 
 
-def frame(folder: Path, i: int) -> RequestImage:
-    return RequestImage((folder / f"{i}.jpg").read_bytes())
+def frame(folder: Path, i: int) -> Image:
+    return Image.from_bytes((folder / f"{i}.jpg").read_bytes())
 
 
 def b64(folder: Path, i: int) -> str:
@@ -69,7 +71,12 @@ def triangle(box) -> list[float]:
     return [x1, y2, (x1 + x2) / 2, y1, x2, y2]
 
 
-def reference_logits(sam2_checkpoint, overrides, folder: Path, prompt: TrackedShape) -> dict[int, np.ndarray]:
+def prompt_of(shape_type: str, points: list) -> Region:
+    """A CVAT shape as the door hands it to the tracker."""
+    return tracked_shape(shape_type, points, "shape", SIZE).region
+
+
+def reference_logits(sam2_checkpoint, overrides, folder: Path, prompt: Region) -> dict[int, np.ndarray]:
     """Mask logits of sam2's SAM2VideoPredictor, which keeps the whole video and its memory in memory."""
     from sam2.build_sam import build_sam2_video_predictor
 
@@ -77,7 +84,7 @@ def reference_logits(sam2_checkpoint, overrides, folder: Path, prompt: TrackedSh
                                            device="cpu", hydra_overrides_extra=overrides)
     state = predictor.init_state(str(folder))
     if prompt.type == "rectangle":
-        predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=prompt.points)
+        predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=list(prompt.box))
     else:
         predictor.add_new_mask(state, frame_idx=0, obj_id=1, mask=prompt.to_mask(*SIZE))
     return {i: masks[0, 0].numpy() for i, _, masks in predictor.propagate_in_video(state)}
@@ -89,21 +96,22 @@ def test_a_track_through_the_store_matches_sam2s_in_memory_video_predictor(
         tracker, env, sam2_checkpoint, overrides, video, prompt_type):
     folder, truth = video
     box = list(truth[0])
-    prompt = TrackedShape(prompt_type, box if prompt_type == "rectangle" else triangle(box))
+    prompt = prompt_of(prompt_type, box if prompt_type == "rectangle" else triangle(box))
     expected = reference_logits(sam2_checkpoint, overrides, folder, prompt)
-    with handler_of(TRACKER, **env) as other:  # a second worker: steps alternate between the two
-        token = tracker.start(frame(folder, 0), prompt, False)
+    with door_of(TRACKER, **env) as door:
+        other = door.model  # a second worker: steps alternate between the two
+        token = tracker.start(frame(folder, 0), prompt)
         for i in range(1, FRAMES):
-            logits, _, token, _ = (tracker, other)[i % 2].advance(frame(folder, i), token, "states[0]")
+            logits, _, token = (tracker, other)[i % 2].advance(frame(folder, i), token, "states[0]")
             assert np.array_equal(logits, expected[i]), f"frame {i}"
 
 
 def test_the_memory_bank_is_bounded_and_earlier_states_stay_usable(tracker, video, redis_server):
     folder, truth = video
-    token = tracker.start(frame(folder, 0), TrackedShape("rectangle", list(truth[0])), False)
+    token = tracker.start(frame(folder, 0), prompt_of("rectangle", list(truth[0])))
     tokens, outputs = [token], []
     for i in range(1, FRAMES):
-        logits, _, token, _ = tracker.advance(frame(folder, i), token, "s")
+        logits, _, token = tracker.advance(frame(folder, i), token, "s")
         tokens.append(token)
         outputs.append(logits)
     arrays, state = tracker.store.get(token, "s")
@@ -112,7 +120,7 @@ def test_the_memory_bank_is_bounded_and_earlier_states_stay_usable(tracker, vide
     memory = tracker.store.get(state["memory"][-1][1], "m")[0]
     assert memory["features"].dtype == np.int16 and memory["features"].shape == (1, 64, 32, 32)  # bfloat16 bits
     # re-tracking from an earlier frame gives what it gave the first time (states are immutable)
-    again, _, _, _ = tracker.advance(frame(folder, 5), tokens[4], "s")
+    again, _, _ = tracker.advance(frame(folder, 5), tokens[4], "s")
     assert np.array_equal(again, outputs[4])
 
 
@@ -142,34 +150,35 @@ def test_replies_come_in_the_type_the_track_started_with(tracker, video, shape_t
     box = [int(v) for v in truth[0]]
     start = {"rectangle": box, "polygon": triangle(box),
              "mask": to_cvat_rle(rasterize("rectangle", box, *SIZE))}[shape_type]
-    token = tracker.start(frame(folder, 0), TrackedShape(shape_type, start), False)
+    token = tracker.start(frame(folder, 0), prompt_of(shape_type, start))
     moved = (160, 75, 240, 165)  # edges on the low-res grid (128×128 over 320×240)
     with decoder_says(tracker, moved):
-        shape, token, legacy = tracker.step(frame(folder, 1), token, "s")
-    assert shape.type == shape_type and legacy is False
+        region, token = tracker.step(frame(folder, 1), token, "s")
+    points = tracker_points(region)
+    assert region.type == shape_type
     if shape_type == "rectangle":
-        assert shape.points == list(moved)
+        assert points == list(moved)
     elif shape_type == "polygon":
-        xs, ys = shape.points[0::2], shape.points[1::2]
+        xs, ys = points[0::2], points[1::2]
         assert (min(xs), min(ys), max(xs), max(ys)) == (160, 75, 239, 164)  # the mask's outer pixels
     else:
-        assert box_iou(from_cvat_rle(shape.points, *SIZE), moved) == 1.0
+        assert mask_box_iou(from_cvat_rle(points, *SIZE), moved) == 1.0
 
 
 def test_a_lost_object_keeps_its_last_shape(tracker, video):
     folder, truth = video
-    token = tracker.start(frame(folder, 0), TrackedShape("rectangle", list(truth[0])), False)
+    token = tracker.start(frame(folder, 0), prompt_of("rectangle", list(truth[0])))
     with decoder_says(tracker, (100, 60, 180, 120)):
-        seen, token, _ = tracker.step(frame(folder, 1), token, "s")
+        seen, token = tracker.step(frame(folder, 1), token, "s")
     with decoder_says(tracker, (0, 0, 320, 240), present=False):
-        lost, token, _ = tracker.step(frame(folder, 2), token, "s")
-        still_lost, token, _ = tracker.step(frame(folder, 3), token, "s")
-    assert lost == still_lost == seen == TrackedShape("rectangle", [100, 60, 180, 120])
+        lost, token = tracker.step(frame(folder, 2), token, "s")
+        still_lost, token = tracker.step(frame(folder, 3), token, "s")
+    assert [(r.type, tracker_points(r)) for r in (seen, lost, still_lost)] == [("rectangle", [100, 60, 180, 120])] * 3
 
 
 def test_states_of_another_model_or_tracker_are_refused(tracker, video):
     folder, truth = video
-    token = tracker.start(frame(folder, 0), TrackedShape("rectangle", list(truth[0])), False)
+    token = tracker.start(frame(folder, 0), prompt_of("rectangle", list(truth[0])))
     arrays, state = tracker.store.get(token, "s")
     forged = tracker.store.put(arrays, {**state, "model": "sam2.1:large:-:other.pt:1"})
     with pytest.raises(StateGone, match="another model"):
@@ -182,7 +191,7 @@ def test_states_of_another_model_or_tracker_are_refused(tracker, video):
 def test_a_prompt_covering_no_pixel_is_refused(tracker, video):
     folder, _ = video
     with pytest.raises(RequestError, match="covers no pixel"):
-        tracker.start(frame(folder, 0), TrackedShape("mask", [121, 10, 10, 20, 20]), False)  # 11×11 zeros
+        tracker.start(frame(folder, 0), prompt_of("mask", [121, 10, 10, 20, 20]))  # 11×11 zeros
 
 
 # ---------------------------------------------------------------- protocol over HTTP
@@ -253,6 +262,6 @@ def test_a_frame_of_another_size_is_refused(served, video):
     states = call(served, {"image": b64(folder, 0), "shapes": [{"type": "rectangle", "points": list(truth[0])}],
                            "states": []})["states"]
     data = io.BytesIO()
-    Image.new("RGB", (100, 80)).save(data, format="PNG")
+    PIL.Image.new("RGB", (100, 80)).save(data, format="PNG")
     small = base64.b64encode(data.getvalue()).decode()
     assert "100x80" in call(served, {"image": small, "shapes": [None], "states": states}, 400)["error"]

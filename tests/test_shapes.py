@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common.doors.cvat import shapes
+from common.core.results import Mask, Region
+from common.doors.cvat import replies, shapes
 from common.core.errors import RequestError
+from tests.segmenters import rasterize
 
 masks = hnp.arrays(np.bool_, st.tuples(st.integers(1, 20), st.integers(1, 20)))
 
@@ -112,7 +114,7 @@ def test_builders_are_json_ready_and_typed():
         shapes.polyline("lane", [0, 0, 5, 5]),
         shapes.points("corner", [1, 1]),
         shapes.tag("daytime", 0.7, {"sunny": True}),
-        shapes.mask("person", mask, 0.5, {"age": 37}),
+        replies.mask_shape("person", Mask.from_full(mask), 0.5, {"age": 37}),
         shapes.skeleton("face", [shapes.keypoint("eye", [3, 4]), shapes.keypoint("nose", (5, 6), outside=True)]),
     ]
     text = json.dumps(items)  # would fail on NumPy scalars
@@ -122,27 +124,27 @@ def test_builders_are_json_ready_and_typed():
     assert back[5]["attributes"] == [{"name": "age", "value": "37"}]
     assert back[5]["mask"][-4:] == [4, 5, 11, 14] and len(back[5]["points"]) >= 6
     assert back[6]["elements"][1] == {"label": "nose", "type": "points", "points": [5.0, 6.0], "outside": True}
-    assert shapes.mask("empty", np.zeros((3, 3), bool)) is None
+    assert Mask.from_full(np.zeros((3, 3), bool)) is None
 
 
 def test_interactor_mask_shape():
     mask = np.zeros((10, 10), bool)
     mask[2:4, 3:7] = True
-    shape = shapes.interactor_mask(mask, 0.875)
+    (shape,) = replies.interactor_reply(Region.from_mask(mask, score=0.875), (10, 10), False)["shapes"]
     assert shape["type"] == "mask" and shape["points"][-4:] == [3, 2, 6, 3]
     assert shape["attributes"] == [{"spec_id": 0, "value": "0.8750"}]
 
 
 def test_rasterize_rectangles_polygons_and_masks():
-    box = shapes.rasterize("rectangle", [2, 1, 5, 4], 8, 6)
+    box = rasterize("rectangle", [2, 1, 5, 4], 8, 6)
     assert box.sum() == 9 and box[1:4, 2:5].all()  # pixels whose centres are inside
-    assert shapes.rasterize("rectangle", [2.4, 1.4, 4.6, 3.6], 8, 6).sum() == 9
-    assert shapes.rasterize("rectangle", [2.6, 1.6, 4.4, 3.4], 8, 6).sum() == 1
-    triangle = shapes.rasterize("polygon", [0, 0, 7, 0, 0, 5], 8, 6)
+    assert rasterize("rectangle", [2.4, 1.4, 4.6, 3.6], 8, 6).sum() == 9
+    assert rasterize("rectangle", [2.6, 1.6, 4.4, 3.4], 8, 6).sum() == 1
+    triangle = rasterize("polygon", [0, 0, 7, 0, 0, 5], 8, 6)
     assert triangle[0].all() and triangle[:, 0].all() and not triangle[5, 7]
-    clipped = shapes.rasterize("polygon", [-10, -10, 20, -10, 20, 20, -10, 20], 8, 6)
+    clipped = rasterize("polygon", [-10, -10, 20, -10, 20, 20, -10, 20], 8, 6)
     assert clipped.all()
-    assert np.array_equal(shapes.rasterize("mask", shapes.to_cvat_rle(triangle), 8, 6), triangle)
+    assert np.array_equal(rasterize("mask", shapes.to_cvat_rle(triangle), 8, 6), triangle)
     with pytest.raises(ValueError, match="ellipse"):
-        shapes.rasterize("ellipse", [1, 1, 2, 2], 8, 6)
+        rasterize("ellipse", [1, 1, 2, 2], 8, 6)
 

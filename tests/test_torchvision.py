@@ -14,12 +14,13 @@ import pytest
 from torchvision.models import detection
 
 from common.core.labels import Labels
+from common.doors.cvat.replies import detector_reply
 from common.doors.cvat.shapes import from_cvat_mask
 from common.models.torchvision import official_weights
 from common.runtime.weights import Weights, WeightsError
 from tests.conftest import ROOT, function_url, http
 from tests.protocol import check_detector_reply
-from tests.segmenters import handler_of
+from tests.segmenters import door_of
 
 TORCHVISION = ROOT / "functions" / "pytorch" / "torchvision"
 MODELS = {  # folder: (builder, builder arguments, the shape type it returns)
@@ -98,7 +99,7 @@ def test_official_weights_carry_torchvisions_hash_prefix():
 
 def test_a_checkpoint_of_another_model_is_refused_clearly(checkpoints):
     with pytest.raises(WeightsError, match="retinanet_resnet50_fpn_v2_coco-5905b1c5.pth-compatible"):
-        with handler_of(folder_of("retinanet"), MODEL_PATH=str(checkpoints["fasterrcnn"])):
+        with door_of(folder_of("retinanet"), MODEL_PATH=str(checkpoints["fasterrcnn"])):
             pass
 
 
@@ -108,9 +109,16 @@ def test_a_checkpoint_of_another_model_is_refused_clearly(checkpoints):
 def handlers(checkpoints):
     built = {}
     for name in ("fasterrcnn", "maskrcnn", "keypointrcnn"):
-        with handler_of(folder_of(name), MODEL_PATH=str(checkpoints[name])) as handler:
+        with door_of(folder_of(name), MODEL_PATH=str(checkpoints[name])) as handler:
             built[name] = handler
     return built
+
+
+def to_shapes(door, output: dict, threshold: float, width: int, height: int) -> list[dict]:
+    """What a detector door answers for the model output ``output`` (``predict`` keeps scores ≥ threshold)."""
+    keep = output["scores"] >= threshold
+    output = {key: value[keep] for key, value in output.items()}
+    return detector_reply(door.model.detections(output, width, height), door.model.labels, width, height)
 
 
 def outputs(**arrays) -> dict:
@@ -122,10 +130,10 @@ def test_score_filter_label_mapping_order_and_clipping(handlers):
     output = outputs(boxes=[[10, 20, 50, 60], [0, 0, 5, 5], [90, 80, 130, 120], [1, 1, 2, 2]],
                      labels=[18, 12, 1, 95],  # dog, N/A (not in the spec), person, out of range
                      scores=[0.3, 0.99, 0.9, 0.95])
-    reply = handler.to_shapes(output, 0.5, width=100, height=100)
+    reply = to_shapes(handler, output, 0.5, width=100, height=100)
     assert reply == [{"label": "person", "type": "rectangle", "points": [90.0, 80.0, 100.0, 100.0],
                       "confidence": "0.9000"}]
-    reply = handler.to_shapes(output, 0.2, width=100, height=100)
+    reply = to_shapes(handler, output, 0.2, width=100, height=100)
     assert [(s["label"], s["confidence"]) for s in reply] == [("person", "0.9000"), ("dog", "0.3000")]
     assert reply[1]["points"] == [10.0, 20.0, 50.0, 60.0]
 
@@ -142,7 +150,7 @@ def test_mask_threshold_layout_and_polygon(handlers):
     probabilities[1, 0] = 0.2  # a detection whose mask is empty: dropped
     output = outputs(boxes=[[5, 10, 35, 30], [0, 0, 60, 40], [0, 0, 1, 1]], labels=[17, 17, 1],
                      scores=[0.9, 0.8, 0.1], mask_probs=probabilities)
-    (shape,) = handler.to_shapes(output, 0.5, width=60, height=40)
+    (shape,) = to_shapes(handler, output, 0.5, width=60, height=40)
     assert shape["label"] == "cat" and shape["type"] == "mask" and shape["confidence"] == "0.9000"
     pasted = paste_masks_in_image(torch.from_numpy(probabilities), torch.from_numpy(output["boxes"]), (40, 60))
     expected = pasted[0, 0].numpy() >= 0.5  # what torchvision's own post-processing gives, thresholded
@@ -166,7 +174,7 @@ def test_keypoint_visibility_becomes_outside(handlers):
     scores[0, 9] = 0.5  # left wrist: below KEYPOINT_THRESHOLD (2.0)
     output = outputs(boxes=[[0, 0, 100, 100]], labels=[1], scores=[0.97], keypoints=keypoints,
                      keypoints_scores=scores)
-    (shape,) = handler.to_shapes(output, 0.5, width=200, height=100)
+    (shape,) = to_shapes(handler, output, 0.5, width=200, height=100)
     assert shape["label"] == "person" and shape["type"] == "skeleton" and shape["confidence"] == "0.9700"
     elements = {e["label"]: e for e in shape["elements"]}
     assert [name for name, e in elements.items() if e["outside"]] == ["left ear", "left shoulder", "left wrist"]

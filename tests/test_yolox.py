@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tests.conftest import ROOT, b64_file, dashboard_url, function_url, http
+from tests.conftest import ROOT, b64_file, box_iou, dashboard_url, function_url, http
 
 YOLOX = ROOT / "functions" / "onnx" / "megvii" / "yolox" / "nuclio"
 
@@ -17,14 +17,6 @@ EXPECTED = {
     "giraffe.jpg": [("giraffe", (165, 25, 450, 440)), ("zebra", (255, 195, 430, 445))],
     "chelsea.png": [("cat", (0, 0, 451, 300))],
 }
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +43,7 @@ def test_objects_found_at_the_right_place(yolox, data_dir, name):
     for expected_label, expected_box in EXPECTED[name]:
         matches = [s for s in reply if s["label"] == expected_label]
         assert matches, f"no {expected_label} in {name}: {reply}"
-        best = max(iou(s["points"], expected_box) for s in matches)
+        best = max(box_iou(s["points"], expected_box) for s in matches)
         assert best >= 0.6, f"{expected_label} in {name}: best IoU {best:.2f}, reply {reply}"
 
 

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, b64_file, detect, iou, running
+from tests.conftest import ROOT, b64_file, detect, box_iou, running
 
 YUNET = ROOT / "functions" / "opencv" / "shiqiyu" / "yunet" / "nuclio"
 FACES = {"astronaut.png": (175, 60, 275, 180), "grace_hopper.png": (175, 125, 355, 335)}  # xtl, ytl, xbr, ybr
@@ -27,7 +27,7 @@ def test_one_face_at_the_right_place_with_landmarks(yunet, data_dir, name):
     (skeleton,) = [s for s in reply if s["label"] == "face landmarks"]
     assert len(faces) == 1 and faces[0]["type"] == "rectangle"
     box = faces[0]["points"]
-    assert iou(box, FACES[name]) > 0.6, box
+    assert box_iou(box, FACES[name]) > 0.6, box
     assert 0.5 <= float(faces[0]["confidence"]) <= 1
     points = {e["label"]: e["points"] for e in skeleton["elements"]}
     assert list(points) == ["right eye", "left eye", "nose tip", "right mouth corner", "left mouth corner"]
@@ -62,4 +62,4 @@ def test_any_size_and_aspect_ratio(yunet, data_dir, size):
     (box,) = [s["points"] for s in reply if s["label"] == "face"]
     x0, y0, x1, y1 = FACES["astronaut.png"]
     truth = (offset[0] + x0 * scale, y0 * scale, offset[0] + x1 * scale, y1 * scale)
-    assert iou(box, truth) > 0.6, (box, truth)
+    assert box_iou(box, truth) > 0.6, (box, truth)

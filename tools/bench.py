@@ -12,17 +12,16 @@ Run it on an idle machine; figures go in issue notes, not in tests.
 from __future__ import annotations
 
 import base64
-import importlib
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common.doors.cvat.door import cvat_door
 
 from .config import find_configs
 
@@ -47,14 +46,10 @@ def timed(call, n: int, warmup: int = 3) -> list[float]:
 def bench_http(folder: Path, body: bytes, n: int) -> list[float]:
     import urllib.request
 
-    from .harness import Harness
+    from .harness import serving
 
-    harness = Harness(find_configs([folder]), port=0)
-    harness.start()
-    try:
+    with serving(find_configs([folder])) as harness:
         runtime = next(iter(harness.functions.values()))
-        if not runtime.wait_ready(300):
-            raise RuntimeError(f"{runtime.name} did not start: {runtime.message}")
         url = f"http://127.0.0.1:{runtime.http_port}/"
 
         def call():
@@ -63,28 +58,6 @@ def bench_http(folder: Path, body: bytes, n: int) -> list[float]:
                 response.read()
 
         return timed(call, n)
-    finally:
-        harness.stop()
-
-
-def load_module(folder: Path, name: str = "model_handler"):
-    """Import a function folder's module under a unique name, without building its handler."""
-    spec = importlib.util.spec_from_file_location(f"{folder.parent.name}_{name}", folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_handler(folder: Path):
-    """Import the folder's model_handler the way a worker does and build its handler."""
-    for name in ("model_handler", "main"):
-        sys.modules.pop(name, None)
-    sys.path.insert(0, str(folder))
-    try:
-        module = importlib.import_module("model_handler")
-        return module.ModelHandler()
-    finally:
-        sys.path.remove(str(folder))
 
 
 def cmd_bench(args) -> int:
@@ -99,10 +72,10 @@ def cmd_bench(args) -> int:
     for backend in args.backends.split(",") if onnx else ["default"]:
         if onnx:
             os.environ["INFERENCE_BACKEND"] = backend
-        handler = load_handler(folder)
+        door = cvat_door(folder)
         results = {"http": bench_http(folder, body, args.n)}
-        results["handler"] = timed(lambda: handler(handler.parse(json.loads(body))), args.n)
-        model = getattr(handler, "model", None)
+        results["handler"] = timed(lambda: door(json.loads(body)), args.n)
+        model = getattr(door.model, "model", None)
         if model is not None and hasattr(model, "input_shapes"):
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in model.input_shapes[0]]
             x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)

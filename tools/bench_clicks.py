@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .bench import load_module
+from common.models.folder import load_module
 from .config import find_configs
-from .harness import Harness
+from .harness import serving
 
 
 def frame_bytes(image: Path, size: str | None) -> bytes:
@@ -75,13 +75,8 @@ def cmd_bench_clicks(args) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         if args.random_weights:
             os.environ["MODEL_PATH"] = str(random_checkpoint(folder, config.env, Path(scratch)))
-        harness = Harness([config], port=0)
-        harness.start()
-        try:
+        with serving([config], timeout=900) as harness:
             runtime = next(iter(harness.functions.values()))
-            if not runtime.wait_ready(900):
-                print(f"{runtime.name} did not start: {runtime.message}")
-                return 1
             url = f"http://127.0.0.1:{runtime.http_port}/"
             cold, warm = [], []
             for round_ in range(args.rounds + 1):  # round 0 warms the process up and is not counted
@@ -96,8 +91,6 @@ def cmd_bench_clicks(args) -> int:
             point = [[width / 2, height / 2]]
             sizes = {form: post(url, {"image": image, "pos_points": point, "neg_points": [], "full_mask": full})[1]
                      for form, full in (("compact", False), ("full_mask", True))}
-        finally:
-            harness.stop()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; {config.name} "
           f"({config.path.name}); frame {width}x{height}, {len(frame)} bytes JPEG; "
           f"{args.rounds} images x {args.clicks} warm clicks{'; random weights' if args.random_weights else ''}")

@@ -21,7 +21,7 @@ import cv2
 
 from common.runtime import arrays
 from common.runtime.state_store import KEY_PREFIX, MemoryBackend, StateStore
-from .bench import load_handler
+from common.doors.cvat.door import cvat_door
 from .bench_clicks import random_checkpoint
 from .redis_server import RedisServer
 
@@ -49,16 +49,16 @@ def grid_boxes(width: int, height: int, count: int, side: int = 64) -> list[list
     return boxes
 
 
-def run(handler, frames: list[bytes], objects: int) -> tuple[list[float], int]:
+def run(door, frames: list[bytes], objects: int) -> tuple[list[float], int]:
     """Per-frame seconds of the continuing requests, and the size of the last reply's ``states`` as JSON."""
     images = [base64.b64encode(f).decode() for f in frames]
-    first = handler.parse({"image": images[0], "shapes": [], "states": []}).image
+    first = door.parse({"image": images[0], "shapes": [], "states": []}).image
     boxes = grid_boxes(*first.size, objects)
-    states = handler(handler.parse({"image": images[0], "shapes": boxes, "states": []}))["states"]
+    states = door({"image": images[0], "shapes": boxes, "states": []}).payload["states"]
     samples = []
     for image in images[1:]:
         started = time.perf_counter()
-        states = handler(handler.parse({"image": image, "shapes": [None] * objects, "states": states}))["states"]
+        states = door({"image": image, "shapes": [None] * objects, "states": states}).payload["states"]
         samples.append(time.perf_counter() - started)
     return samples, len(json.dumps(states))
 
@@ -77,8 +77,8 @@ def cmd_bench_tracker(args) -> int:
             os.environ[name] = value
         if args.random_weights:  # SAM 2: timings do not depend on the weights' values
             os.environ["MODEL_PATH"] = str(random_checkpoint(folder, {}, Path(scratch.name)))
-        handler = load_handler(folder)
-        redis_samples, request_bytes = run(handler, frames, args.objects)
+        door = cvat_door(folder)
+        redis_samples, request_bytes = run(door, frames, args.objects)
         client = server.client()
         keys = list(client.scan_iter(f"{KEY_PREFIX}*"))
         kinds: dict[str, list[int]] = {}
@@ -87,8 +87,8 @@ def cmd_bench_tracker(args) -> int:
             kinds.setdefault(str(arrays.unpack(value)[1].get("kind")), []).append(len(value))
         stored = sum(sum(sizes) for sizes in kinds.values())
         steps = len(frames)  # the first frame's state, then one per continuing frame
-        handler.store = StateStore(MemoryBackend(), "bench", handler.store.ttl)
-        memory_samples, _ = run(handler, frames, args.objects)
+        door.model.store = StateStore(MemoryBackend(), "bench", door.model.store.ttl)
+        memory_samples, _ = run(door, frames, args.objects)
     finally:
         server.stop()
         scratch.cleanup()

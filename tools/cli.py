@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ROOT, absolute_paths, find_configs
+from .harness import Harness, NotReady, serving
 
 if TYPE_CHECKING:
     from .redis_server import RedisServer
@@ -49,8 +50,6 @@ def embedded_redis(configs) -> RedisServer | None:
 
 
 def cmd_serve(args) -> int:
-    from .harness import Harness
-
     configs = find_configs(args.paths, gpu=args.gpu)
     if not configs:
         print("no functions found", file=sys.stderr)
@@ -133,25 +132,16 @@ def cmd_invoke(args) -> int:
     image_b64 = base64.b64encode(image_bytes).decode() if image_bytes else ""
     target = Path(args.target)
     if target.exists():  # a function folder: run it here, through the same worker code as `serve`
-        from .harness import Harness
-
         configs = find_configs([target], gpu=args.gpu)
         if len(configs) != 1:
             print(f"{target}: expected one function, found {len(configs)}", file=sys.stderr)
             return 2
-        harness = Harness(configs, port=0)
-        harness.start()
-        try:
+        with serving(configs, timeout=args.timeout) as harness:
             runtime = next(iter(harness.functions.values()))
-            if not runtime.wait_ready(args.timeout):
-                print(f"{runtime.name} did not start: {runtime.message}", file=sys.stderr)
-                return 1
             spec = runtime.config.annotations.get("spec")
             body = build_request(runtime.config.kind, image_b64, args.threshold, extra)
             reply = runtime.invoke(json.dumps(body).encode(), "application/json", {})
             status, payload = reply["status"], reply["body"]
-        finally:
-            harness.stop()
     else:  # a function name: call a running dashboard (tools/fn serve, or Nuclio's)
         dashboard = args.dashboard.rstrip("/")
         try:
@@ -181,12 +171,12 @@ def cmd_invoke(args) -> int:
             return 2
         import cv2
 
-        from common.core.image import RequestImage
+        from common.core.image import Image
         from common.core.labels import Labels
         from .draw import draw_reply
 
         labels = Labels.from_spec(json.loads(spec)) if spec else None
-        cv2.imwrite(args.draw, draw_reply(RequestImage(image_bytes).rgb, reply, labels))
+        cv2.imwrite(args.draw, draw_reply(Image.from_bytes(image_bytes).rgb, reply, labels))
         print(f"drawn to {args.draw}", file=sys.stderr)
     return 0
 
@@ -216,6 +206,23 @@ def cmd_test(args) -> int:
     # pytest runs from the repository root (pytest.ini: testpaths = tests); test paths are the shell's
     command = [sys.executable, "-m", "pytest", *map(_absolute_argument, args.pytest_args)]
     return subprocess.call(command, cwd=ROOT)
+
+
+def bench_module(which: str = ""):
+    """A benchmark's module, imported when it runs (they import the model packages)."""
+    if which == "clicks":
+        from . import bench_clicks as module
+    elif which == "tracker":
+        from . import bench_tracker as module
+    else:
+        from . import bench as module
+    return module
+
+
+def cmd_replies(args) -> int:
+    from . import replies
+
+    return replies.main(args.replies_args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--body", help="JSON object merged into the request")
     bench.add_argument("-n", type=int, default=50, help="requests per measurement")
     bench.add_argument("--backends", default="openvino,onnxruntime", help="INFERENCE_BACKEND values to compare")
-    bench.set_defaults(func=lambda a: __import__("tools.bench", fromlist=["cmd_bench"]).cmd_bench(a))
+    bench.set_defaults(func=lambda a: bench_module().cmd_bench(a))
 
     clicks = sub.add_parser("bench-clicks", help="cold vs warm click latency and reply sizes of an interactor")
     clicks.add_argument("path", help="an interactor's function folder")
@@ -268,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     clicks.add_argument("--random-weights", action="store_true",
                         help="build a random checkpoint of the configured architecture (SAM, SAM 2)")
     clicks.add_argument("--gpu", action="store_true", help="use function-gpu.yaml")
-    clicks.set_defaults(func=lambda a: __import__("tools.bench_clicks", fromlist=["x"]).cmd_bench_clicks(a))
+    clicks.set_defaults(func=lambda a: bench_module("clicks").cmd_bench_clicks(a))
 
     tracker = sub.add_parser("bench-tracker", help="a tracker's per-frame latency, Redis vs in-process state")
     tracker.add_argument("path", help="a tracker's function folder")
@@ -277,11 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     tracker.add_argument("--objects", type=int, default=10, help="objects tracked together")
     tracker.add_argument("--random-weights", action="store_true",
                          help="SAM 2: a randomly initialised checkpoint of MODEL_SIZE's architecture")
-    tracker.set_defaults(func=lambda a: __import__("tools.bench_tracker", fromlist=["x"]).cmd_bench_tracker(a))
+    tracker.set_defaults(func=lambda a: bench_module("tracker").cmd_bench_tracker(a))
 
     replies = sub.add_parser("replies", help="record every function's replies on fixed requests; compare two")
     replies.add_argument("replies_args", nargs=argparse.REMAINDER)
-    replies.set_defaults(func=lambda a: __import__("tools.replies", fromlist=["x"]).main(a.replies_args))
+    replies.set_defaults(func=cmd_replies)
 
     test = sub.add_parser("test", help="run the whole test suite (pytest arguments pass through)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
@@ -294,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         args.replies_args = unknown + args.replies_args  # every option goes to pytest
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except NotReady as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Emulated Nuclio semantics:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 from .config import DEFAULT_BODY_LIMIT, ROOT, FunctionConfig, absolute_paths
@@ -51,7 +53,8 @@ class Worker:
         self.id = worker_id
         self.conn, child = _MP.Pipe()
         # the shell wins over spec.env; its relative paths mean what they mean here, not in the function folder
-        env = {**function.config.env, **os.environ, **absolute_paths(dict(os.environ))}
+        env = {**function.config.env, **os.environ, **absolute_paths(dict(os.environ)),
+               "FUNCTION_YAML": function.config.path.name}  # the model reads the yaml it is served from
         self.process = _MP.Process(
             target=worker_main, daemon=True,
             args=(child, str(function.config.directory), str(ROOT), function.config.handler, env,
@@ -386,3 +389,22 @@ class Harness:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class NotReady(RuntimeError):
+    """Functions of a harness did not become ready in time."""
+
+
+@contextlib.contextmanager
+def serving(configs: list[FunctionConfig], timeout: float = 300, port: int = 0) -> Iterator[Harness]:
+    """A started harness on ``configs`` whose functions are all ready, stopped afterwards; :class:`NotReady`
+    names those that did not start and why."""
+    harness = Harness(configs, port=port)
+    harness.start()
+    try:
+        if not harness.wait_ready(timeout):
+            raise NotReady("; ".join(f"{name} did not start: {runtime.message}"
+                                     for name, runtime in harness.functions.items() if runtime.state != "ready"))
+        yield harness
+    finally:
+        harness.stop()

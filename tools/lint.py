@@ -199,7 +199,7 @@ def lint_gpu(spec: dict) -> list[str]:
 
 
 def lint_pair(cpu: dict, gpu: dict) -> list[str]:
-    """Name, kind and labels must be identical in function.yaml and function-gpu.yaml."""
+    """Name, kind, labels and tracked shape types must be identical in function.yaml and function-gpu.yaml."""
     def facts(config):
         metadata = config.get("metadata") or {}
         annotations = metadata.get("annotations") or {}
@@ -208,7 +208,9 @@ def lint_pair(cpu: dict, gpu: dict) -> list[str]:
         except json.JSONDecodeError:
             labels = None
         return {"metadata.name": metadata.get("name"), "annotations.type": annotations.get("type"),
-                "annotations.name": annotations.get("name"), "annotations.spec (labels)": labels}
+                "annotations.name": annotations.get("name"), "annotations.spec (labels)": labels,
+                "annotations.supported_shape_types": sorted(
+                    t.strip() for t in str(annotations.get("supported_shape_types") or "").split(",") if t.strip())}
 
     a, b = facts(cpu), facts(gpu)
     return [f"{key} differs from function.yaml" for key in a if a[key] != b[key]]

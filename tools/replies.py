@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 import urllib.error
@@ -201,7 +200,7 @@ def environment(values: dict[str, str]):
 
 
 def record(out: Path, paths: list[str], data: Path) -> dict:
-    from .harness import Harness
+    from .harness import serving
     from .redis_server import RedisServer
 
     configs = find_configs(paths or [str(FUNCTIONS)])
@@ -211,10 +210,8 @@ def record(out: Path, paths: list[str], data: Path) -> dict:
         stack.callback(redis.stop)
         for config in configs:
             env = {**redis.env(), **random_weights(config.directory, Path(scratch))}
-            with environment(env), Harness([config], port=0) as harness:
+            with environment(env), serving([config], timeout=600) as harness:
                 runtime = harness.functions[config.name]
-                if not runtime.wait_ready(600):
-                    raise RuntimeError(f"{config.name} did not start: {runtime.message}")
                 tokens, previous, cases = Tokens(), {}, {}
                 for case, body in cases_for(config, data):
                     body = body(previous) if callable(body) else body

@@ -90,7 +90,7 @@ def worker_main(conn, function_dir: str, root: str, handler: str, env: dict, nam
         except Exception as exc:
             logger.error_with("handler raised", traceback=traceback.format_exc())
             wire = response_to_wire(nuclio_sdk.Response(
-                body=json.dumps({"error": f"internal error ({type(exc).__name__})"}),
+                body=json.dumps({"error": f"internal error ({type(exc).__name__}); see the function log"}),
                 content_type="application/json", status_code=500))
         conn.send(("response", wire))
 

@@ -1,4 +1,4 @@
-"""Decoding the base64 images that CVAT sends into RGB uint8 arrays.
+"""Request images: base64 (as CVAT sends them), bytes, Pillow images or arrays, decoded into RGB uint8 arrays.
 
 Rules, applied to every request image:
 
@@ -26,7 +26,8 @@ from functools import cached_property
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import PIL.Image
+import PIL.ImageOps
 
 from common.core.errors import RequestError
 from common.core.settings import env_float, env_int
@@ -38,7 +39,7 @@ _DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
 # We enforce our own limit (with a clear message) before decoding; Pillow's warning/error is disabled.
-Image.MAX_IMAGE_PIXELS = None
+PIL.Image.MAX_IMAGE_PIXELS = None
 
 
 def max_pixels() -> int:
@@ -75,23 +76,26 @@ def decode_base64(text: object, field: str = "image") -> bytes:
         raise RequestError(f"{field} is not valid base64 ({exc})") from None
 
 
-class RequestImage:
-    """An image as sent by the client: raw bytes, cheap header facts, and lazily decoded pixels.
+class Image:
+    """An image a model works on: cheap header facts first, pixels decoded once and only when asked for.
 
-    ``digest`` hashes the bytes as sent, so caches can be consulted before any decoding.
-    ``size`` comes from the header (after EXIF orientation); ``rgb`` decodes the pixels once.
+    Built from what a door receives: base64 text or encoded bytes (CVAT, V7), a Pillow image or an array (the
+    SDK's agents, local folders). Every form gets the same checks (the pixel limit before any pixel is
+    decoded, :meth:`require_memory`) and a ``digest`` that keys embedding caches: the SHA-256 of the bytes as
+    sent, so a cache is consulted before decoding; of the pixels for a decoded image.
+    ``size`` comes from the header (after EXIF orientation); ``rgb`` is the upright H×W×3 RGB uint8 array.
     """
 
-    def __init__(self, data: bytes, field: str = "image"):
-        self.data = data
+    def __init__(self, pil: PIL.Image.Image | None, field: str = "image", data: bytes | None = None,
+                 rgb: np.ndarray | None = None):
+        """Use the ``from_*`` constructors."""
         self.field = field
-        try:
-            self._pil = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise RequestError(f"{field} is not an image in a format that can be read") from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise RequestError(f"{field} cannot be read: {exc}") from None
-        width, height = self._pil.size
+        self.data = data
+        self._pil = pil
+        self._orientation = 1 if pil is None else _exif_orientation(pil)
+        if rgb is not None:
+            self.__dict__["rgb"] = rgb
+        width, height = self.size
         if width <= 0 or height <= 0:
             raise RequestError(f"{field} has no pixels ({width}x{height})")
         limit = max_pixels()
@@ -100,7 +104,36 @@ class RequestImage:
                 f"{field} is {width}x{height} = {width * height} pixels, over the limit of {limit} "
                 "(IMAGE_MAX_PIXELS)"
             )
-        self._orientation = _exif_orientation(self._pil)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, field: str = "image") -> "Image":
+        """An encoded image (any format Pillow reads); only its header is read here."""
+        try:
+            pil = PIL.Image.open(io.BytesIO(data))
+        except PIL.UnidentifiedImageError:
+            raise RequestError(f"{field} is not an image in a format that can be read") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise RequestError(f"{field} cannot be read: {exc}") from None
+        return cls(pil, field, data=data)
+
+    @classmethod
+    def from_base64(cls, text: object, field: str = "image") -> "Image":
+        return cls.from_bytes(decode_base64(text, field), field)
+
+    @classmethod
+    def from_pil(cls, image: PIL.Image.Image, field: str = "image") -> "Image":
+        """A Pillow image (any mode; its EXIF orientation is applied as for encoded images)."""
+        return cls(image, field)
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, field: str = "image") -> "Image":
+        """An H×W×3 RGB (or H×W gray, H×W×4 RGBA) uint8 array, used as it is."""
+        array = np.asarray(array)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise RequestError(f"{field} must be an H×W×3 uint8 RGB array, got {array.dtype} {array.shape}")
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        return cls(None, field, rgb=np.ascontiguousarray(array[:, :, :3]))
 
     def require_memory(self, work_bytes_per_pixel: float, max_aspect: float | None = None) -> None:
         """Refuse the image (400) when decoding it plus ``work_bytes_per_pixel`` per pixel of the model's own
@@ -117,18 +150,21 @@ class RequestImage:
                 f"it{padding}, over the limit of {limit / 2**20:.0f} MB (IMAGE_MAX_MEMORY_MB); send a smaller image"
             )
 
-    @classmethod
-    def from_base64(cls, text: object, field: str = "image") -> "RequestImage":
-        return cls(decode_base64(text, field), field)
-
     @cached_property
     def digest(self) -> str:
-        """SHA-256 of the bytes as sent (hex)."""
-        return hashlib.sha256(self.data).hexdigest()
+        """SHA-256 (hex) of the bytes as sent; of the shape and pixels for an image handed over decoded."""
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
+        digest = hashlib.sha256(repr(self.rgb.shape).encode())
+        digest.update(np.ascontiguousarray(self.rgb).data)
+        return digest.hexdigest()
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) of the upright image."""
+        if self._pil is None:
+            height, width = self.rgb.shape[:2]
+            return width, height
         width, height = self._pil.size
         return (height, width) if self._orientation in (5, 6, 7, 8) else (width, height)
 
@@ -145,14 +181,14 @@ class RequestImage:
         """The upright image as an H×W×3 RGB uint8 array."""
         try:
             self._pil.load()
-            image = ImageOps.exif_transpose(self._pil) if self._orientation > 1 else self._pil
+            image = PIL.ImageOps.exif_transpose(self._pil) if self._orientation > 1 else self._pil
             array = to_rgb_array(image)
         except (OSError, ValueError, SyntaxError) as exc:
             raise RequestError(f"{self.field} is truncated or corrupt: {exc}") from None
         finally:
-            self._pil.close()
+            if self.data is not None:  # ours to close; a caller's Pillow image stays open
+                self._pil.close()
         return array
-
 
     @cached_property
     def mean_color(self) -> np.ndarray:
@@ -184,7 +220,7 @@ def pad_to_aspect(image: np.ndarray, max_aspect: float) -> np.ndarray:
     return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_CONSTANT, value=fill)
 
 
-def _exif_orientation(image: Image.Image) -> int:
+def _exif_orientation(image: PIL.Image.Image) -> int:
     try:
         value = image.getexif().get(0x0112, 1)
     except Exception:  # a broken EXIF block must not make a readable image unreadable
@@ -192,7 +228,7 @@ def _exif_orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def to_rgb_array(image: Image.Image) -> np.ndarray:
+def to_rgb_array(image: PIL.Image.Image) -> np.ndarray:
     """Convert a Pillow image of any mode to an H×W×3 RGB uint8 array (rules in the module doc)."""
     mode = image.mode
     if mode == "RGB":

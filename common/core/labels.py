@@ -83,6 +83,13 @@ class Labels:
     def __iter__(self):
         return iter(self.items)
 
+    def label_of(self, class_id: int) -> Label | None:
+        """The spec's label for a class id: the item with that ``id`` (specs whose items have ids), else the
+        item at that position; None when there is none."""
+        if self.by_id:
+            return self.by_id.get(int(class_id))
+        return self.items[class_id] if 0 <= class_id < len(self.items) else None
+
     def name_of(self, class_id: int) -> str:
         """The label name for a model class index: the spec item with that ``id``, else by position."""
         label = self.by_id.get(class_id)

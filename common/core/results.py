@@ -8,7 +8,7 @@ what their objects cover, not a hundred frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import cv2
@@ -146,7 +146,21 @@ class Region:
     polygon: np.ndarray | None = None
     mask: Mask | None = None
     score: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_mask(self, width: int, height: int) -> np.ndarray:
+        """The region's pixels in a width × height image (bool): a box's pixels are those whose centres lie in
+        it (coordinates rounded), a polygon is filled as OpenCV fills it."""
+        if self.type == "mask":
+            return np.zeros((height, width), bool) if self.mask is None else self.mask.full(width, height)
+        canvas = np.zeros((height, width), np.uint8)
+        if self.type == "rectangle":
+            x1, y1, x2, y2 = self.box
+            canvas[max(round(y1), 0):max(round(y2), 0), max(round(x1), 0):max(round(x2), 0)] = 1
+        elif self.type == "polygon":
+            cv2.fillPoly(canvas, [np.round(self.polygon).astype(np.int32)], 1)
+        else:
+            raise ValueError(f"cannot rasterize a {self.type}")
+        return canvas.astype(bool)
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, shape_type: str = "mask", epsilon: float = 1.0,

@@ -7,7 +7,8 @@ A value that does not parse is an error naming the variable (a function then rep
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping, TypeVar, get_type_hints
 
 T = TypeVar("T")
 
@@ -34,3 +35,52 @@ def env_float(name: str, default: float, env: Mapping[str, str] = os.environ) ->
 
 def env_int(name: str, default: int, env: Mapping[str, str] = os.environ) -> int:
     return _parsed(name, default, int, "a whole number", env)
+
+
+def env_bool(name: str, default: bool, env: Mapping[str, str] = os.environ) -> bool:
+    def parse(value: str) -> bool:
+        lowered = value.lower()
+        if lowered in TRUE or lowered in FALSE:
+            return lowered in TRUE
+        raise ValueError(value)
+
+    return _parsed(name, default, parse, "true or false (1/0, yes/no, on/off)", env)
+
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+READERS = {"float": env_float, "int": env_int, "bool": env_bool, "str": env_str}
+
+
+def setting(variable: str, default: Any) -> Any:
+    """A settings field read from the environment variable ``variable`` (its type is the field's annotation)."""
+    return field(default=default, metadata={"env": variable})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A function's settings: a frozen dataclass whose fields are :func:`setting`\\ s, read once per worker.
+
+    ``from_env`` reads every field from its variable with the reader of its type (empty means unset);
+    ``variables`` names them (the README's table must list each)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        types = get_type_hints(cls)
+        values = {}
+        for item in fields(cls):
+            variable = item.metadata.get("env")
+            if variable:
+                kind = types[item.name]
+                reader = READERS[getattr(kind, "__name__", "str") if kind in (float, int, bool, str) else "str"]
+                values[item.name] = reader(variable, item.default, env=env)
+        return cls(**values)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Environment variable → field name."""
+        return {item.metadata["env"]: item.name for item in fields(cls) if item.metadata.get("env")}
+
+
+def polygon_epsilon() -> float:
+    """Douglas-Peucker tolerance in pixels for mask → polygon (``POLYGON_EPSILON``, default 1.0; 0 keeps all)."""
+    return env_float("POLYGON_EPSILON", 1.0)

@@ -1,4 +1,5 @@
-"""Pre- and post-processing shared by box detectors: letterboxing, class-aware NMS, clipping."""
+"""Pre-processing shared by box detectors: letterboxing (NMS and clipping are methods of
+:class:`~common.core.results.Detections`)."""
 
 from __future__ import annotations
 
@@ -28,25 +29,3 @@ def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = 114) ->
     out = np.full((height, width) + image.shape[2:], pad_value, dtype=image.dtype)
     out[:new_h, :new_w] = resized
     return Letterbox(out, scale)
-
-
-def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                score_threshold: float, iou_threshold: float) -> np.ndarray:
-    """Indices kept by class-aware NMS (boxes as xtl, ytl, xbr, ybr), highest score first."""
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    xywh = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]])
-    keep = cv2.dnn.NMSBoxesBatched(
-        xywh.astype(np.float32).tolist(), scores.astype(np.float32).tolist(), classes.astype(np.int32).tolist(),
-        float(score_threshold), float(iou_threshold),
-    )
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
-    return keep[np.argsort(-scores[keep], kind="stable")]
-
-
-def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Clip xtl, ytl, xbr, ybr boxes to the image ``[0, width] × [0, height]``."""
-    out = boxes.copy()
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
-    return out

@@ -1,37 +1,27 @@
-"""What promptable segmenters (SAM, SAM 2) share: the embedding cache, prompts, and the reply.
+"""What promptable segmenters (SAM, SAM 2) share: the embedding cache and turning prompts into one mask.
 
 A function subclasses :class:`PromptableSegmenter` and implements three things: ``model_id`` (which model
 produced an embedding: part of the cache key), ``encode`` (image → :class:`~common.runtime.embedding_cache.Entry`)
-and ``decode`` (entry + prompts → candidate masks and scores). Everything else lives here:
+and ``decode`` (entry + prompts → candidate masks and scores); a model whose embedding a browser-side decoder
+can use (SAM, for CVAT's SAM plugin) also implements ``embedding_array``. Everything else lives here:
 
-- the cache key is ``model_id`` plus the SHA-256 of the image bytes as sent, so a warm click neither runs
-  the image encoder nor decodes the image;
-- a request with an image and no points and no box only computes and caches the embedding
-  (``{"shapes": [], "precomputed": true}``), so a client can warm frames ahead of the annotator;
-- ``"blob": true`` in a request (or ``SAM_PLUGIN_MODE=1`` for every request) answers with the embedding
-  itself, for CVAT's SAM UI plugin that decodes in the browser (functions that support it);
+- the cache key is ``model_id`` plus the image's digest (the SHA-256 of its bytes as sent), so a warm click
+  neither runs the image encoder nor decodes the image; :meth:`PromptableSegmenter.prepare` fills the cache
+  ahead of clicks;
 - one click with no box is ambiguous, so the model proposes several masks and the best-scoring one is
-  returned; with more prompts the model gives one mask. Its score is the shape's confidence.
-
-The response header ``X-Embedding-Cache`` says ``hit`` or ``miss``.
+  returned; with more prompts the model gives one mask. Its score is the region's.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, ClassVar
 
 import numpy as np
 
+from common.core.image import Image, pad_to_aspect
+from common.core.results import Region
+from common.models.base import Interactor, Prompt
 from common.runtime import embedding_cache
 from common.runtime.embedding_cache import Entry
-from common.doors.cvat.nuclio import ModelHandler, Reply
-from common.core.errors import RequestError
-from common.core.image import RequestImage, pad_to_aspect
-from common.doors.cvat.interactor import interactor_reply
-from common.doors.cvat.request import InteractorRequest, parse_interactor
-
-TRUE = ("1", "true", "yes", "on")
 
 
 def predict_arguments(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None, multimask: bool) -> dict:
@@ -41,13 +31,11 @@ def predict_arguments(points: np.ndarray, labels: np.ndarray, box: np.ndarray | 
             "box": box, "multimask_output": multimask}
 
 
-class PromptableSegmenter(ModelHandler):
-    kind: ClassVar[str] = "interactor"
-
-    def __init__(self, context=None):
-        super().__init__(context)
+class PromptableSegmenter(Interactor):
+    def __init__(self, settings=None, log=None):
+        super().__init__(settings, log)
         self.cache = embedding_cache.from_env(self.warn)
-        self.plugin_mode = os.environ.get("SAM_PLUGIN_MODE", "").strip().lower() in TRUE
+        self._last: tuple[Image, Entry] | None = None  # one request's image and its entry (prepare, then segment)
 
     # ---- what a model implements
 
@@ -63,43 +51,39 @@ class PromptableSegmenter(ModelHandler):
         0 = background) and an optional box (xtl, ytl, xbr, ybr)."""
         raise NotImplementedError
 
-    def blob(self, entry: Entry) -> str:
-        """The embedding as base64 for a browser-side decoder."""
-        raise RequestError("this function has no embedding for a browser-side decoder (blob); CVAT's SAM plugin needs SAM")
+    def embedding_array(self, entry: Entry) -> np.ndarray | None:
+        """The embedding a browser-side decoder reads, from a cache entry; None when the model has none."""
+        return None
 
     # ---- shared behaviour
 
-    def parse(self, body: Any) -> InteractorRequest:
-        if isinstance(body, dict) and "pos_points" not in body:
-            body = {**body, "pos_points": []}  # a precompute or blob request needs no points
-        return parse_interactor(body)
-
-    def embedding(self, image: RequestImage) -> tuple[Entry, bool]:
+    def embedding(self, image: Image) -> tuple[Entry, bool]:
         """The image's embedding and whether it came from the cache."""
+        if self._last is not None and self._last[0] is image:
+            return self._last[1], True
         key = f"{self.model_id}:{image.digest}"
         entry = self.cache.get(key)
-        if entry is not None:
-            return entry, True
-        rgb = image.rgb if self.max_aspect is None else pad_to_aspect(image.rgb, self.max_aspect)
-        entry = self.encode(rgb)
-        self.cache.put(key, entry)
-        return entry, False
+        hit = entry is not None
+        if not hit:
+            rgb = image.rgb if self.max_aspect is None else pad_to_aspect(image.rgb, self.max_aspect)
+            entry = self.encode(rgb)
+            self.cache.put(key, entry)
+        self._last = (image, entry)
+        return entry, hit
 
-    def __call__(self, request: InteractorRequest) -> Reply:
-        want_blob = request.body.get("blob", False)
-        if not isinstance(want_blob, bool):
-            raise RequestError("blob must be true or false")
-        entry, hit = self.embedding(request.image)
-        headers = {"X-Embedding-Cache": "hit" if hit else "miss"}
-        if want_blob or self.plugin_mode:
-            return Reply({"blob": self.blob(entry)}, headers)
-        points = np.concatenate([request.pos_points, request.neg_points]).astype(np.float32).reshape(-1, 2)
-        labels = np.concatenate([np.ones(len(request.pos_points)), np.zeros(len(request.neg_points))]).astype(np.int32)
-        box = None if request.obj_bbox is None else np.asarray(request.obj_bbox, dtype=np.float32)
-        if len(points) == 0 and box is None:
-            return Reply({"shapes": [], "precomputed": True}, headers)
+    def prepare(self, image: Image) -> bool:
+        return self.embedding(image)[1]
+
+    def browser_embedding(self, image: Image) -> np.ndarray | None:
+        return self.embedding_array(self.embedding(image)[0])
+
+    def segment(self, image: Image, prompt: Prompt) -> Region | None:
+        entry, _ = self.embedding(image)
+        points = np.concatenate([prompt.positive, prompt.negative]).astype(np.float32).reshape(-1, 2)
+        labels = np.concatenate([np.ones(len(prompt.positive)), np.zeros(len(prompt.negative))]).astype(np.int32)
+        box = None if prompt.box is None else np.asarray(prompt.box, dtype=np.float32)
         masks, scores = self.decode(entry, points, labels, box, multimask=len(points) == 1 and box is None)
         best = int(np.argmax(scores))
-        width, height = request.image.size
+        width, height = image.size
         mask = masks[best][:height, :width]  # without the padding of an image beyond max_aspect
-        return Reply(interactor_reply(mask, request.body, float(scores[best])), headers)
+        return Region.from_mask(mask, "mask", score=float(scores[best]))

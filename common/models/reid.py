@@ -1,6 +1,6 @@
 """Re-identification between two frames: appearance embeddings matched with the Hungarian algorithm.
 
-CVAT's reid protocol (cvat-protocol.md 4.4): for each box of ``boxes0`` the index of its match in ``boxes1``
+CVAT's reid protocol (../shared/docs/cvat-protocol.md 4.4): for each box of ``boxes0`` the index of its match in ``boxes1``
 or -1. A pair can match only when both boxes have the same ``label_id`` and their centres are at most
 ``max_distance`` pixels apart; the assignment minimises the total cosine distance over eligible pairs, and a
 pair is kept only when its distance is at most ``threshold``. No index of ``boxes1`` is used twice.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from common.doors.cvat.nuclio import ModelHandler
-from common.doors.cvat.request import ReidBox, ReidRequest
+from common.core.image import Image
+from common.models.base import Model, ReidBox
 
 INELIGIBLE = 1e6  # a cost no eligible pair reaches (cosine distances are at most 2)
 
@@ -46,8 +46,8 @@ def match(distances: np.ndarray, eligible: np.ndarray, threshold: float) -> list
     return result
 
 
-class ReidHandler(ModelHandler):
-    """Base for reid functions: implement :meth:`embed`; matching is done here."""
+class Reidentifier(Model):
+    """Base of reid functions: implement :meth:`embed`; matching is done here."""
 
     kind = "reid"
     work_bytes_per_pixel = 2  # measured, per image: the crops are small; the image is not copied whole
@@ -56,12 +56,13 @@ class ReidHandler(ModelHandler):
         """(len(boxes), D) appearance embeddings of the boxes' crops of ``rgb``."""
         raise NotImplementedError
 
-    def __call__(self, request: ReidRequest) -> list[int]:
-        if not request.boxes0 or not request.boxes1:
-            return [-1] * len(request.boxes0)
-        eligible = eligible_pairs(request.boxes0, request.boxes1, request.max_distance)
+    def reidentify(self, image0: Image, boxes0: list[ReidBox], image1: Image, boxes1: list[ReidBox],
+                   threshold: float, max_distance: float) -> list[int]:
+        """For each box of ``boxes0`` the index of its match in ``boxes1``, or -1."""
+        if not boxes0 or not boxes1:
+            return [-1] * len(boxes0)
+        eligible = eligible_pairs(boxes0, boxes1, max_distance)
         if not eligible.any():
-            return [-1] * len(request.boxes0)
-        distances = cosine_distances(self.embed(request.image0.rgb, request.boxes0),
-                                     self.embed(request.image1.rgb, request.boxes1))
-        return match(distances, eligible, request.threshold)
+            return [-1] * len(boxes0)
+        distances = cosine_distances(self.embed(image0.rgb, boxes0), self.embed(image1.rgb, boxes1))
+        return match(distances, eligible, threshold)

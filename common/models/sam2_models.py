@@ -8,12 +8,13 @@ overrides, e.g. ``++model.image_size=512``) adjusts the config, an operator's se
 from __future__ import annotations
 
 import hashlib
-import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 
+from common.core.settings import Settings, setting
 from common.runtime import weights
 
 URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
@@ -29,13 +30,19 @@ SIZES = {  # MODEL_SIZE: (config inside the sam2 package, official checkpoint fi
 }
 
 
-def load(builder: Callable, device: torch.device, env: Mapping[str, str] = os.environ) -> tuple[object, str]:
-    """The model ``builder`` (``build_sam2`` or ``build_sam2_video_predictor``) makes from the environment's
-    size, checkpoint and overrides, and an id naming exactly that model (for caches)."""
-    size = env.get("MODEL_SIZE") or "tiny"
+@dataclass(frozen=True)
+class Sam2Settings(Settings):
+    model_size: str = setting("MODEL_SIZE", "tiny")
+    overrides: str = setting("SAM2_OVERRIDES", "")
+
+
+def load(builder: Callable, device: torch.device, settings: Sam2Settings) -> tuple[object, str]:
+    """The model ``builder`` (``build_sam2`` or ``build_sam2_video_predictor``) makes from the settings' size,
+    the checkpoint and the overrides, and an id naming exactly that model (for caches)."""
+    size = settings.model_size
     if size not in SIZES:
         raise ValueError(f"MODEL_SIZE={size!r}: expected one of {', '.join(SIZES)}")
-    overrides = (env.get("SAM2_OVERRIDES") or "").split()
+    overrides = settings.overrides.split()
     config, filename, sha256 = SIZES[size]
     path = Path(weights.resolve(weights.Weights(filename, URL + filename, sha256)))
     model = builder(config, str(path), device=str(device), mode="eval", hydra_overrides_extra=overrides)

@@ -1,7 +1,7 @@
 """torchvision's COCO detectors (Faster R-CNN, RetinaNet, Mask R-CNN, Keypoint R-CNN) behind one handler.
 
 A function subclasses :class:`TorchvisionDetector`, names the torchvision builder and its official weights,
-and overrides :meth:`TorchvisionDetector.shape` when a detection is more than a box. The model is built with
+and overrides :meth:`TorchvisionDetector.detections` when a detection is more than a box. The model is built with
 ``weights=None`` (no download inside torchvision) and then loads the checkpoint found by
 :func:`common.runtime.weights.resolve`, with ``torch.load(weights_only=True)``.
 
@@ -17,19 +17,18 @@ Environment:
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 
-from common.doors.cvat import shapes
-
+from common.core.image import Image, pad_to_aspect
+from common.core.results import Detections
+from common.core.settings import Settings, setting
+from common.models.base import Detector
 from common.runtime import weights
 from common.runtime.backends import load_torch_checkpoint, torch_device
-from common.doors.cvat.nuclio import ModelHandler
-from common.core.image import pad_to_aspect
-from common.doors.cvat.request import DetectorRequest
-from common.core.settings import env_float, env_int
 
 Output = dict[str, np.ndarray]  # one image's detections: boxes (N, 4), labels (N,), scores (N,), ...
 
@@ -44,10 +43,19 @@ def official_weights(entry: Any) -> weights.Weights:
     return weights.Weights(filename, url=entry.url, sha256=digest)
 
 
-class TorchvisionDetector(ModelHandler):
-    """A torchvision detection model: image in, one shape per detection above the request's threshold."""
+@dataclass(frozen=True)
+class TorchvisionSettings(Settings):
+    min_score: float = setting("MIN_SCORE", 0.05)
+    detections_per_image: int = setting("DETECTIONS_PER_IMAGE", 100)
+    min_size: int = setting("MIN_SIZE", 800)
+    max_size: int = setting("MAX_SIZE", 1333)
 
-    kind = "detector"
+
+class TorchvisionDetector(Detector):
+    """A torchvision detection model: image in, its detections above the request's threshold, best first."""
+
+    settings_class = TorchvisionSettings
+    settings: TorchvisionSettings
     builder: ClassVar[Callable[..., torch.nn.Module]]
     checkpoint: ClassVar[weights.Weights]
     num_classes: ClassVar[int] = 91
@@ -57,8 +65,8 @@ class TorchvisionDetector(ModelHandler):
     # the model scales by min(MIN_SIZE / short side, MAX_SIZE / long side): keep the short side some rows
     max_aspect: ClassVar[float | None] = 32.0
 
-    def __init__(self, context=None):
-        super().__init__(context)
+    def __init__(self, settings=None, log=None):
+        super().__init__(settings, log)
         self.device = torch_device()
         self.model = self.load(weights.resolve(self.checkpoint))
 
@@ -66,10 +74,10 @@ class TorchvisionDetector(ModelHandler):
         """Keyword arguments for ``builder`` besides the weights (override to add model-specific ones)."""
         return {
             "num_classes": self.num_classes,
-            self.score_argument: env_float("MIN_SCORE", 0.05),
-            self.detections_argument: env_int("DETECTIONS_PER_IMAGE", 100),
-            "min_size": env_int("MIN_SIZE", 800),
-            "max_size": env_int("MAX_SIZE", 1333),
+            self.score_argument: self.settings.min_score,
+            self.detections_argument: self.settings.detections_per_image,
+            "min_size": self.settings.min_size,
+            "max_size": self.settings.max_size,
         }
 
     def load(self, path) -> torch.nn.Module:
@@ -87,28 +95,11 @@ class TorchvisionDetector(ModelHandler):
         keep = output["scores"] >= threshold
         return {key: value[keep].cpu().numpy() for key, value in output.items()}
 
-    def label_name(self, class_id: int) -> str | None:
-        """The spec's label for a model class index (the spec's ids are torchvision's indices)."""
-        label = self.labels.by_id.get(int(class_id))
-        return None if label is None else label.name
+    def detections(self, output: Output, width: int, height: int) -> Detections:
+        """The model's output as :class:`Detections` (boxes clipped to the image), best first; override to add
+        what a detection holds beyond its box."""
+        return Detections(output["boxes"], output["scores"], output["labels"]).best_first().clip(width, height)
 
-    def shape(self, label: str, output: Output, index: int, width: int, height: int) -> dict | None:
-        """The CVAT shape of detection ``index`` (a rectangle here); None drops it."""
-        box = np.clip(output["boxes"][index], 0, [width, height, width, height])
-        return shapes.rectangle(label, box, float(output["scores"][index]))
-
-    def to_shapes(self, output: Output, threshold: float, width: int, height: int) -> list[dict]:
-        """Detections with score ≥ ``threshold`` and a label in the spec, best first."""
-        results = []
-        for index in np.argsort(-output["scores"], kind="stable"):
-            label = self.label_name(output["labels"][index])
-            if output["scores"][index] < threshold or label is None:
-                continue
-            shape = self.shape(label, output, int(index), width, height)
-            if shape is not None:
-                results.append(shape)
-        return results
-
-    def __call__(self, request: DetectorRequest) -> list[dict]:
-        width, height = request.image.size
-        return self.to_shapes(self.predict(request.image.rgb, request.threshold), request.threshold, width, height)
+    def detect(self, image: Image, threshold: float) -> Detections:
+        width, height = image.size
+        return self.detections(self.predict(image.rgb, threshold), width, height)

@@ -1,36 +1,35 @@
-"""The tracker protocol on top of :mod:`common.runtime.state_store`: a function implements ``start`` and ``step``.
+"""The tracker kind: a model that starts a track on a region and steps it frame by frame, with every state in
+the state store (:mod:`common.runtime.state_store`) and only an opaque token in the client's hands.
 
-Requests come in both of CVAT's forms (cvat-protocol.md 4.5): legacy trackers get shapes as bare point
-lists, declared trackers (``supported_shape_types``) get ``{"type", "points"}`` dicts; when continuing, shapes
-are ``null`` and only ``states`` matter. The reply pairs ``shapes`` and ``states`` with the request's
-objects, in order. Each state is a token; the form the client used when the track started is remembered in
-the state, so a continuing request (shapes all ``null``) is answered in that same form.
+A function implements :meth:`Tracker.start` and :meth:`Tracker.step`. States are immutable: each step stores
+a new state under a new token, so a client that goes back to an earlier frame continues from exactly there.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from common.doors.cvat.nuclio import ModelHandler
 from common.core.errors import RequestError
-from common.core.image import RequestImage
-from common.doors.cvat.request import TrackedShape, TrackerRequest, parse_tracker
-from common.doors.cvat.shapes import mask_bbox, mask_to_polygon, to_cvat_rle
+from common.core.image import Image
+from common.core.results import Mask, Region
+from common.core.settings import Settings
+from common.models.base import Model
 from common.runtime.state_store import StateStore, from_env
 
 
-class TrackerHandler(ModelHandler):
-    """Base for tracker functions. Subclasses implement :meth:`start` and :meth:`step`."""
+class Tracker(Model):
+    """Base of tracker functions."""
 
     kind = "tracker"
 
-    def __init__(self, context=None, store: StateStore | None = None):
-        super().__init__(context)
+    def __init__(self, settings: Settings | None = None, log: Callable[[str], None] | None = None,
+                 store: StateStore | None = None):
+        super().__init__(settings, log)
         # the function's name keeps the keys of different functions apart in a shared Redis
-        self.store = store or from_env(self.config["metadata"]["name"], self.warn)
+        self.store = store or from_env(self.name, self.warn)
 
     @cached_property
     def supported_shape_types(self) -> tuple[str, ...]:
@@ -38,19 +37,17 @@ class TrackerHandler(ModelHandler):
         value = str((self.config["metadata"].get("annotations") or {}).get("supported_shape_types") or "rectangle")
         return tuple(t.strip() for t in value.split(",") if t.strip())
 
-    def parse(self, body) -> TrackerRequest:
-        return parse_tracker(body, self.supported_shape_types)
-
-    def start(self, image: RequestImage, shape: TrackedShape, legacy: bool) -> str:
-        """Begin a track at ``shape``; the token of its first state (``legacy`` goes into the state)."""
+    def start(self, image: Image, region: Region) -> str:
+        """Begin a track at ``region`` (of one of :attr:`supported_shape_types`); the token of its first state."""
         raise NotImplementedError
 
-    def step(self, image: RequestImage, token: str, what: str) -> tuple[TrackedShape, str, bool]:
-        """Continue from the state ``token`` names: the new shape, the new state's token, the legacy flag."""
+    def step(self, image: Image, token: str, what: str) -> tuple[Region, str]:
+        """Continue from the state ``token`` names (``what`` names it in errors): the object's region in
+        ``image``, in the type its track started with, and the new state's token."""
         raise NotImplementedError
 
-    def load_step(self, token: str, what: str, kind: str, image: RequestImage) -> tuple[dict[str, np.ndarray],
-                                                                                         dict[str, Any]]:
+    def load_step(self, token: str, what: str, kind: str, image: Image) -> tuple[dict[str, np.ndarray],
+                                                                                dict[str, Any]]:
         """The step state ``token`` names, checked to be of ``kind`` and for a frame of ``image``'s size.
 
         Step states must hold ``kind`` and ``image_size`` in their metadata.
@@ -64,29 +61,20 @@ class TrackerHandler(ModelHandler):
                                f"{width}x{height} frame")
         return arrays, state
 
-    def __call__(self, request: TrackerRequest) -> dict:
-        shapes, states = [], []
-        for i, shape in enumerate(request.shapes):
-            state = request.states[i] if i < len(request.states) else None
-            if state is None:  # a new track: CVAT echoes the shape it sent (as SiamMask does)
-                token, legacy = self.start(request.image, shape, request.legacy), request.legacy
-            else:  # continue; an old UI may resend the shape, which the state supersedes
-                shape, token, legacy = self.step(request.image, state, f"states[{i}]")
-            shapes.append(shape.points if legacy else {"type": shape.type, "points": shape.points})
-            states.append(token)
-        return {"shapes": shapes, "states": states}
+
+def remember(region: Region) -> tuple[dict[str, np.ndarray], list]:
+    """A region as state: arrays for the store and a JSON value (see :func:`recall`)."""
+    if region.type == "rectangle":
+        return {}, [float(v) for v in region.box]
+    if region.type == "polygon":
+        return {}, [float(v) for v in region.polygon.ravel()]
+    return {"last_mask": region.mask.pixels.astype(np.uint8)}, [region.mask.x, region.mask.y]
 
 
-def shape_from_mask(mask: np.ndarray, shape_type: str) -> TrackedShape | None:
-    """A tracked object's mask as the shape type its track started with; None when there is nothing to show.
-
-    Rectangles cover the mask's pixels, polygons follow its largest outer contour, masks are CVAT's RLE + bbox.
-    """
+def recall(shape_type: str, value: list, arrays: dict[str, np.ndarray]) -> Region:
+    """The region :func:`remember` stored."""
     if shape_type == "rectangle":
-        bbox = mask_bbox(mask)
-        return None if bbox is None else TrackedShape("rectangle", [bbox[0], bbox[1], bbox[2] + 1, bbox[3] + 1])
+        return Region("rectangle", box=tuple(value))
     if shape_type == "polygon":
-        polygon = mask_to_polygon(mask)
-        return None if polygon is None else TrackedShape("polygon", [round(float(v), 2) for v in polygon.ravel()])
-    points = to_cvat_rle(mask)
-    return None if points is None else TrackedShape("mask", points)
+        return Region("polygon", polygon=np.asarray(value, np.float64).reshape(-1, 2))
+    return Region("mask", mask=Mask(arrays["last_mask"] != 0, int(value[0]), int(value[1])))

@@ -1,4 +1,6 @@
-"""Typed, validated requests for the four function kinds (see cvat-protocol.md, section 4).
+"""CVAT's requests for the four function kinds, validated into typed requests (../shared/docs/cvat-protocol.md,
+section 4) that hold our own :class:`~common.core.image.Image`, :class:`~common.models.base.Prompt` and
+:class:`~common.core.results.Region` values.
 
 Coordinate rules (CVAT uses continuous pixel coordinates, 0..width and 0..height):
 
@@ -13,14 +15,16 @@ Coordinate rules (CVAT uses continuous pixel coordinates, 0..width and 0..height
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from common.core.errors import RequestError
-from common.core.image import RequestImage
-from common.doors.cvat.shapes import from_cvat_rle, rasterize
+from common.core.image import Image
+from common.core.results import Mask, Region
+from common.doors.cvat.shapes import from_cvat_rle
+from common.models.base import Prompt, ReidBox
 
 POINT_TOLERANCE = 1.0
 # Most clicks, tracked objects and re-identified boxes one request may hold. Annotators use a handful; the
@@ -62,10 +66,10 @@ def optional_threshold(body: Mapping[str, Any], default: float | None, name: str
     return value
 
 
-def image_field(body: Mapping[str, Any], name: str = "image") -> RequestImage:
+def image_field(body: Mapping[str, Any], name: str = "image") -> Image:
     if name not in body or body[name] is None:
         raise RequestError(f"{name} is required")
-    return RequestImage.from_base64(body[name], name)
+    return Image.from_base64(body[name], name)
 
 
 def point(value: object, name: str) -> tuple[float, float]:
@@ -159,7 +163,7 @@ def _json_type(value: object) -> str:
 
 @dataclass
 class DetectorRequest:
-    image: RequestImage
+    image: Image
     threshold: float
 
 
@@ -174,17 +178,27 @@ def parse_detector(body: object, default_threshold: float = 0.5) -> DetectorRequ
 
 @dataclass
 class InteractorRequest:
-    image: RequestImage
-    pos_points: np.ndarray  # (N, 2) float, clipped to the image
-    neg_points: np.ndarray  # (M, 2)
-    obj_bbox: tuple[float, float, float, float] | None  # xtl, ytl, xbr, ybr
+    image: Image
+    prompt: Prompt
     threshold: float | None
-    body: Mapping[str, Any] = field(repr=False, default_factory=dict)  # for function-specific options
+    full_mask: bool = False  # the legacy full-frame reply
+    blob: bool = False  # the embedding itself, for CVAT's SAM plugin
 
 
-def parse_interactor(body: object) -> InteractorRequest:
-    """``pos_points``/``neg_points`` lists of [x, y]; ``obj_bbox`` [[x1, y1], [x2, y2]], [] or null."""
+def flag(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise RequestError(f"{name} must be true or false")
+    return value
+
+
+def parse_interactor(body: object, points_optional: bool = False) -> InteractorRequest:
+    """``pos_points``/``neg_points`` lists of [x, y]; ``obj_bbox`` [[x1, y1], [x2, y2]], [] or null.
+
+    With ``points_optional`` (models that prepare an image ahead of clicks) ``pos_points`` may be left out."""
     body = require_object(body)
+    if points_optional and "pos_points" not in body:
+        body = {**body, "pos_points": []}  # a precompute or blob request needs no points
     threshold = optional_threshold(body, None)
     image = image_field(body)
     size = image.size
@@ -197,24 +211,23 @@ def parse_interactor(body: object) -> InteractorRequest:
             raise RequestError("obj_bbox must be [[x1, y1], [x2, y2]]")
         (x1, y1), (x2, y2) = (point(p, f"obj_bbox[{i}]") for i, p in enumerate(bbox_value))
         bbox = clip_box((x1, y1, x2, y2), "obj_bbox", size)
-    return InteractorRequest(image, pos, neg, bbox, threshold, body)
+    return InteractorRequest(image, Prompt(pos, neg, bbox), threshold, flag(body, "full_mask"), flag(body, "blob"))
 
 
 # ---------------------------------------------------------------- tracker
 
 @dataclass
 class TrackedShape:
+    """A shape a track starts from: its points as the client sent them (echoed back) and as a :class:`Region`."""
+
     type: str
     points: list[float]
-
-    def to_mask(self, width: int, height: int) -> np.ndarray:
-        """The shape's pixels as a boolean mask (rectangle, polygon or CVAT's RLE mask)."""
-        return rasterize(self.type, self.points, width, height)
+    region: Region
 
 
 @dataclass
 class TrackerRequest:
-    image: RequestImage
+    image: Image
     shapes: list[TrackedShape | None]
     states: list[Any]
     legacy: bool  # shapes came as bare point lists (trackers without supported_shape_types)
@@ -256,37 +269,32 @@ def parse_tracker(body: object, supported_shape_types: tuple[str, ...] = ("recta
                 raise RequestError(
                     f"{name}.type must be one of {', '.join(supported_shape_types)}, got {_brief(shape_type)}"
                 )
-            shapes.append(_tracked_shape(shape_type, raw.get("points"), f"{name}.points", size))
+            shapes.append(tracked_shape(shape_type, raw.get("points"), f"{name}.points", size))
         else:
             legacy = True
-            shapes.append(_tracked_shape("rectangle", raw, name, size))
+            shapes.append(tracked_shape("rectangle", raw, name, size))
     return TrackerRequest(image, shapes, states, legacy)
 
 
-def _tracked_shape(shape_type: str, value: object, name: str, size: tuple[int, int]) -> TrackedShape:
+def tracked_shape(shape_type: str, value: object, name: str, size: tuple[int, int]) -> TrackedShape:
     """A tracker's prompt shape, checked: rectangles clipped, polygons with 3+ points over the image, masks
     decodable (CVAT's RLE + bbox)."""
     if shape_type == "mask":
         pts = flat_numbers(value, name, min_len=5)
-        from_cvat_rle(pts, *size)
-        return TrackedShape(shape_type, pts)
+        return TrackedShape(shape_type, pts, Region("mask", mask=Mask.from_full(from_cvat_rle(pts, *size))))
     pts = flat_numbers(value, name, min_len=6 if shape_type == "polygon" else 4, even=True)
     box = points_bbox(pts, name, size)  # a shape wholly outside the image is refused
-    return TrackedShape(shape_type, list(box) if shape_type == "rectangle" else pts)
+    if shape_type == "rectangle":
+        return TrackedShape(shape_type, list(box), Region("rectangle", box=box))
+    return TrackedShape(shape_type, pts, Region("polygon", polygon=np.asarray(pts, np.float64).reshape(-1, 2)))
 
 
 # ---------------------------------------------------------------- reid
 
 @dataclass
-class ReidBox:
-    box: tuple[float, float, float, float]  # xtl, ytl, xbr, ybr clipped to the image
-    label_id: Any
-
-
-@dataclass
 class ReidRequest:
-    image0: RequestImage
-    image1: RequestImage
+    image0: Image
+    image1: Image
     boxes0: list[ReidBox]
     boxes1: list[ReidBox]
     threshold: float
@@ -324,11 +332,3 @@ def parse_reid(body: object, default_threshold: float = 0.5, default_max_distanc
         image0, image1, _reid_boxes(body, "boxes0", image0.size), _reid_boxes(body, "boxes1", image1.size),
         threshold, max_distance,
     )
-
-
-PARSERS = {
-    "detector": parse_detector,
-    "interactor": parse_interactor,
-    "tracker": parse_tracker,
-    "reid": parse_reid,
-}

@@ -1,4 +1,5 @@
-"""Builders for the shapes CVAT accepts from functions (cvat-protocol.md 4.2 and 4.3).
+"""Builders for the shapes CVAT accepts from functions (../shared/docs/cvat-protocol.md 4.2 and 4.3), and CVAT's
+mask layouts.
 
 Each builder returns a plain JSON-ready dict. Numbers are Python floats/ints (never NumPy scalars or
 bools), confidence is a string as in CVAT's reference handlers, attribute values are strings.
@@ -8,18 +9,18 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-import cv2
 import numpy as np
 
 from common.core.errors import RequestError
-from common.core.settings import env_float
+from common.core.results import Mask
+from common.core.settings import polygon_epsilon
 
 
-def _coords(values: Iterable[float], ndigits: int = 2) -> list[float]:
+def coords(values: Iterable[float], ndigits: int = 2) -> list[float]:
     return [round(float(v), ndigits) for v in values]
 
 
-def _confidence(score: float | None) -> dict:
+def confidence_field(score: float | None) -> dict:
     return {} if score is None else {"confidence": f"{float(score):.4f}"}
 
 
@@ -30,47 +31,47 @@ def attribute_value(value: object) -> str:
     return str(value)
 
 
-def _attributes(attributes: Mapping[str, object] | None) -> dict:
+def attributes_field(attributes: Mapping[str, object] | None) -> dict:
     if not attributes:
         return {}
     return {"attributes": [{"name": k, "value": attribute_value(v)} for k, v in attributes.items()]}
 
 
 def _shape(shape_type: str, label: str, points: list, confidence, attributes) -> dict:
-    return {"label": label, "type": shape_type, "points": points, **_confidence(confidence), **_attributes(attributes)}
+    return {"label": label, "type": shape_type, "points": points, **confidence_field(confidence), **attributes_field(attributes)}
 
 
 def rectangle(label: str, box: Sequence[float], confidence: float | None = None,
               attributes: Mapping[str, object] | None = None) -> dict:
     """``box`` is [xtl, ytl, xbr, ybr]."""
-    return _shape("rectangle", label, _coords(box[:4]), confidence, attributes)
+    return _shape("rectangle", label, coords(box[:4]), confidence, attributes)
 
 
 def polygon(label: str, points: Sequence[float] | np.ndarray, confidence: float | None = None,
             attributes: Mapping[str, object] | None = None) -> dict:
     """``points`` is flat [x0, y0, x1, y1, ...] or an (N, 2) array; at least 3 points."""
-    return _shape("polygon", label, _coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
+    return _shape("polygon", label, coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
 
 
 def polyline(label: str, points: Sequence[float] | np.ndarray, confidence: float | None = None,
              attributes: Mapping[str, object] | None = None) -> dict:
-    return _shape("polyline", label, _coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
+    return _shape("polyline", label, coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
 
 
 def points(label: str, points: Sequence[float] | np.ndarray, confidence: float | None = None,
            attributes: Mapping[str, object] | None = None) -> dict:
-    return _shape("points", label, _coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
+    return _shape("points", label, coords(np.asarray(points, dtype=float).ravel()), confidence, attributes)
 
 
 def tag(label: str, confidence: float | None = None, attributes: Mapping[str, object] | None = None) -> dict:
-    return {"label": label, "type": "tag", **_confidence(confidence), **_attributes(attributes)}
+    return {"label": label, "type": "tag", **confidence_field(confidence), **attributes_field(attributes)}
 
 
 def keypoint(label: str, xy: Sequence[float], outside: bool = False,
              attributes: Mapping[str, object] | None = None) -> dict:
     """One skeleton element; ``outside`` marks an invisible point (CVAT keeps its position)."""
-    return {"label": label, "type": "points", "points": _coords(xy[:2]), "outside": bool(outside),
-            **_attributes(attributes)}
+    return {"label": label, "type": "points", "points": coords(xy[:2]), "outside": bool(outside),
+            **attributes_field(attributes)}
 
 
 def image_keypoint(label: str, xy: Sequence[float], width: int, height: int, visible: bool = True) -> dict:
@@ -83,28 +84,27 @@ def image_keypoint(label: str, xy: Sequence[float], width: int, height: int, vis
 def skeleton(label: str, elements: list[dict], confidence: float | None = None,
              attributes: Mapping[str, object] | None = None) -> dict:
     """``elements`` are :func:`keypoint` dicts, one per sublabel of the skeleton label."""
-    return {"label": label, "type": "skeleton", "elements": elements, **_confidence(confidence),
-            **_attributes(attributes)}
+    return {"label": label, "type": "skeleton", "elements": elements, **confidence_field(confidence),
+            **attributes_field(attributes)}
 
 
 # ---------------------------------------------------------------- masks
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Inclusive bounding box (xtl, ytl, xbr, ybr) of the non-zero pixels, None when empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    found = Mask.from_full(mask)
+    return None if found is None else found.bbox
+
+
+def detector_mask(mask: Mask) -> list[int]:
+    """Detector mask layout: the box's pixels (0/255) row-major, then [xtl, ytl, xbr, ybr] inclusive."""
+    return (mask.pixels.astype(np.uint8) * 255).ravel().tolist() + list(mask.bbox)
 
 
 def to_cvat_mask(mask: np.ndarray) -> list[int] | None:
-    """Detector mask layout: the bbox region's pixels (0/255) row-major, then [xtl, ytl, xbr, ybr] inclusive."""
-    bbox = mask_bbox(mask)
-    if bbox is None:
-        return None
-    xtl, ytl, xbr, ybr = bbox
-    region = (mask[ytl:ybr + 1, xtl:xbr + 1] != 0).astype(np.uint8) * 255
-    return region.ravel().tolist() + [xtl, ytl, xbr, ybr]
+    """:func:`detector_mask` of an image-sized mask; None when it is empty."""
+    found = Mask.from_full(mask)
+    return None if found is None else detector_mask(found)
 
 
 def _trailing_bbox(values: Sequence[float], width: int, height: int, what: str) -> tuple[int, int, int, int]:
@@ -157,13 +157,15 @@ def rle_decode(counts: Sequence[int], size: int) -> np.ndarray:
     return np.repeat(values, counts)
 
 
+def rle_points(mask: Mask) -> list[int]:
+    """Interactor/tracker mask points: RLE of the box's pixels followed by [xtl, ytl, xbr, ybr] inclusive."""
+    return rle_encode(mask.pixels) + list(mask.bbox)
+
+
 def to_cvat_rle(mask: np.ndarray) -> list[int] | None:
-    """Interactor/tracker mask points: RLE of the bbox region followed by [xtl, ytl, xbr, ybr] inclusive."""
-    bbox = mask_bbox(mask)
-    if bbox is None:
-        return None
-    xtl, ytl, xbr, ybr = bbox
-    return rle_encode(mask[ytl:ybr + 1, xtl:xbr + 1]) + [xtl, ytl, xbr, ybr]
+    """:func:`rle_points` of an image-sized mask; None when it is empty."""
+    found = Mask.from_full(mask)
+    return None if found is None else rle_points(found)
 
 
 def from_cvat_rle(values: Sequence[float], width: int, height: int) -> np.ndarray:
@@ -173,72 +175,8 @@ def from_cvat_rle(values: Sequence[float], width: int, height: int) -> np.ndarra
     return _paste(region, bbox, width, height)
 
 
-def rasterize(shape_type: str, points: Sequence[float], width: int, height: int) -> np.ndarray:
-    """A rectangle ([x1, y1, x2, y2]), polygon (flat x, y pairs) or CVAT RLE mask as a full-size boolean mask.
-
-    Pixels whose centres lie inside a rectangle are set; polygons are filled as OpenCV does.
-    """
-    if shape_type == "mask":
-        return from_cvat_rle(points, width, height)
-    canvas = np.zeros((height, width), np.uint8)
-    if shape_type == "rectangle":
-        x1, y1, x2, y2 = points
-        canvas[max(round(y1), 0):max(round(y2), 0), max(round(x1), 0):max(round(x2), 0)] = 1
-    elif shape_type == "polygon":
-        cv2.fillPoly(canvas, [np.round(np.asarray(points, np.float64).reshape(-1, 2)).astype(np.int32)], 1)
-    else:
-        raise ValueError(f"cannot rasterize a {shape_type}")
-    return canvas.astype(bool)
-
-
-def polygon_epsilon() -> float:
-    """Douglas-Peucker tolerance in pixels for mask → polygon (``POLYGON_EPSILON``, default 1.0; 0 keeps all)."""
-    return env_float("POLYGON_EPSILON", 1.0)
-
-
 def mask_to_polygon(mask: np.ndarray, epsilon: float | None = None) -> np.ndarray | None:
-    """The largest outer contour of a binary mask as an (N, 2) float array, simplified with ``epsilon``.
-
-    Returns None when the mask is empty or its largest contour has fewer than 3 points.
-    """
-    binary = (np.asarray(mask) != 0).astype(np.uint8)
-    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None
-    contour = max(contours, key=cv2.contourArea)
-    eps = polygon_epsilon() if epsilon is None else epsilon
-    if eps > 0:
-        contour = cv2.approxPolyDP(contour, eps, True)
-    contour = contour.reshape(-1, 2).astype(np.float64)
-    return contour if len(contour) >= 3 else None
-
-
-def mask(label: str, mask: np.ndarray, confidence: float | None = None,
-         attributes: Mapping[str, object] | None = None, with_polygon: bool = True) -> dict | None:
-    """A detector mask shape; ``points`` also carries its polygon so CVAT's mask → polygon option works.
-
-    Returns None for an empty mask.
-    """
-    values = to_cvat_mask(mask)
-    if values is None:
-        return None
-    shape = {"label": label, "type": "mask", "mask": values, **_confidence(confidence), **_attributes(attributes)}
-    if with_polygon:
-        poly = mask_to_polygon(mask)
-        if poly is not None:
-            shape["points"] = _coords(poly.ravel())
-    return shape
-
-
-def interactor_mask(mask: np.ndarray, confidence: float | None = None) -> dict | None:
-    """The compact interactor reply shape: ``{"type": "mask", "points": rle + bbox, "attributes": [...]}``.
-
-    ``spec_id`` 0 is the confidence service attribute CVAT's UI understands.
-    """
-    values = to_cvat_rle(mask)
-    if values is None:
-        return None
-    shape: dict = {"type": "mask", "points": values}
-    if confidence is not None:
-        shape["attributes"] = [{"spec_id": 0, "value": f"{float(confidence):.4f}"}]
-    return shape
+    """The largest outer contour of an image-sized binary mask as an (N, 2) float array, simplified with
+    ``epsilon`` (default :func:`polygon_epsilon`); None when the mask is empty or the contour has < 3 points."""
+    found = Mask.from_full(mask)
+    return None if found is None else found.polygon(polygon_epsilon() if epsilon is None else epsilon)

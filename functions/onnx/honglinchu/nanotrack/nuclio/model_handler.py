@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.core.image import Image
+from common.core.results import Region
+from common.models.siamese import context_side, size_penalty, subwindow
+from common.models.tracking import Tracker
 from common.runtime import weights
 from common.runtime.backends import OrtModel, free_spatial_dims, num_threads
-from common.core.image import RequestImage
-from common.doors.cvat.request import TrackedShape
-from common.models.siamese import context_side, size_penalty, subwindow
-from common.models.tracking import TrackerHandler
 
 BACKBONE = weights.Weights(
     "nanotrack_v2_backbone.onnx",
@@ -35,11 +35,11 @@ SETTINGS = {"context_amount": 0.5, "penalty_k": 0.055, "window_influence": 0.455
 MIN_SIZE = 10.0
 
 
-class ModelHandler(TrackerHandler):
+class ModelHandler(Tracker):
     function_dir = Path(__file__).resolve().parent
 
-    def __init__(self, context=None, store=None):
-        super().__init__(context, store)
+    def __init__(self, settings=None, log=None, store=None):
+        super().__init__(settings, log, store)
         threads = num_threads()
         self.backbone = OrtModel(free_spatial_dims(weights.resolve(BACKBONE, "BACKBONE_PATH")), threads=threads)
         self.head = OrtModel(weights.resolve(HEAD, "HEAD_PATH"), threads=threads)
@@ -55,31 +55,31 @@ class ModelHandler(TrackerHandler):
         blob = np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32)  # RGB, 0..255
         return self.backbone({"input": blob})[0]
 
-    def start(self, image: RequestImage, shape: TrackedShape, legacy: bool) -> str:
-        x1, y1, x2, y2 = shape.points
+    def start(self, image: Image, region: Region) -> str:
+        x1, y1, x2, y2 = region.box
         center = np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
         size = np.array([max(x2 - x1, 1.0), max(y2 - y1, 1.0)], np.float64)
         fill = image.mean_color  # pads crops beyond the image edge, as in SiamFC-family trackers
         side = round(context_side(size, SETTINGS["context_amount"]))
         template = self.features(subwindow(image.rgb, center, side, EXEMPLAR, fill))
         track = self.store.put({"template": template, "fill": fill}, {"kind": "nanotrack-template"})
-        return self.save(track, center, size, SETTINGS, image.size, legacy)
+        return self.save(track, center, size, SETTINGS, image.size)
 
-    def save(self, track: str, center, size, settings: dict, image_size, legacy: bool) -> str:
+    def save(self, track: str, center, size, settings: dict, image_size) -> str:
         return self.store.put({}, {"kind": "nanotrack-step", "track": track, "center": [float(v) for v in center],
                                    "size": [float(v) for v in size], "settings": settings,
-                                   "image_size": list(image_size), "legacy": legacy})
+                                   "image_size": list(image_size)})
 
-    def step(self, image: RequestImage, token: str, what: str) -> tuple[TrackedShape, str, bool]:
+    def step(self, image: Image, token: str, what: str) -> tuple[Region, str]:
         _, state = self.load_step(token, what, "nanotrack-step", image)
         track, _ = self.store.get(state["track"], f"{what} (its template)")
         center, size = self.locate(image.rgb, track, np.array(state["center"]), np.array(state["size"]),
                                    state["settings"])
-        token = self.save(state["track"], center, size, state["settings"], image.size, state["legacy"])
+        token = self.save(state["track"], center, size, state["settings"], image.size)
         width, height = image.size
         box = np.clip([center[0] - size[0] / 2, center[1] - size[1] / 2,
                        center[0] + size[0] / 2, center[1] + size[1] / 2], 0, [width, height, width, height])
-        return TrackedShape("rectangle", [round(float(v), 2) for v in box]), token, state["legacy"]
+        return Region("rectangle", box=tuple(float(v) for v in box)), token
 
     def locate(self, rgb: np.ndarray, track: dict, center: np.ndarray, size: np.ndarray,
                settings: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from common.doors.cvat import shapes
-
+from common.core.image import Image
+from common.core.results import Detections
+from common.core.settings import Settings, setting
+from common.models.base import Detector
+from common.models.detection import letterbox
 from common.runtime import weights
 from common.runtime.backends import load_onnx
-from common.models.detection import batched_nms, clip_boxes, letterbox
-from common.doors.cvat.nuclio import ModelHandler as BaseHandler
-from common.doors.cvat.request import DetectorRequest
-from common.core.settings import env_float
 
 WEIGHTS = weights.Weights(
     "yolox_nano.onnx",
@@ -42,22 +42,27 @@ def grid_decode(raw: np.ndarray, grid: np.ndarray, stride: np.ndarray) -> np.nda
     return out
 
 
-class ModelHandler(BaseHandler):
-    kind = "detector"
-    function_dir = Path(__file__).resolve().parent
+@dataclass(frozen=True)
+class YoloxSettings(Settings):
+    nms_threshold: float = setting("NMS_THRESHOLD", 0.45)
 
-    def __init__(self, context=None):
-        super().__init__(context)
+
+class ModelHandler(Detector):
+    function_dir = Path(__file__).resolve().parent
+    settings_class = YoloxSettings
+    settings: YoloxSettings
+
+    def __init__(self, settings=None, log=None):
+        super().__init__(settings, log)
         self.model = load_onnx(weights.resolve(WEIGHTS))
         _, _, height, width = self.model.input_shapes[0]
         self.input_size = (int(height or 640), int(width or 640))
         self.grid, self.stride = make_grid(self.input_size)
-        self.nms_threshold = env_float("NMS_THRESHOLD", 0.45)
         if len(self.labels) == 0:
             raise RuntimeError("function.yaml declares no labels")
 
-    def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes (xtl, ytl, xbr, ybr in image pixels), scores and class ids above ``threshold``."""
+    def detect(self, image: Image, threshold: float) -> Detections:
+        rgb = image.rgb
         boxed = letterbox(np.ascontiguousarray(rgb[:, :, ::-1]), self.input_size)  # the model expects BGR
         blob = np.ascontiguousarray(boxed.image.transpose(2, 0, 1)[None], dtype=np.float32)
         raw = self.model({self.model.input_names[0]: blob})[0][0]
@@ -71,14 +76,5 @@ class ModelHandler(BaseHandler):
             pred[:, 0] - pred[:, 2] / 2, pred[:, 1] - pred[:, 3] / 2,
             pred[:, 0] + pred[:, 2] / 2, pred[:, 1] + pred[:, 3] / 2,
         ]) / boxed.scale
-        keep = batched_nms(boxes, scores, classes, threshold, self.nms_threshold)
-        height, width = rgb.shape[:2]
-        return clip_boxes(boxes[keep], width, height), scores[keep], classes[keep]
-
-    def __call__(self, request: DetectorRequest) -> list[dict]:
-        boxes, scores, classes = self.detect(request.image.rgb, request.threshold)
-        return [
-            shapes.rectangle(self.labels.name_of(int(c)), box, float(s))
-            for box, s, c in zip(boxes, scores, classes)
-            if int(c) < len(self.labels)
-        ]
+        found = Detections(boxes, scores, classes).nms(self.settings.nms_threshold, threshold)
+        return found.clip(*image.size)

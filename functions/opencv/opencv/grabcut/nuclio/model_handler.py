@@ -7,28 +7,31 @@ connected component of the result is returned.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from common.doors.cvat.nuclio import ModelHandler as BaseHandler
 from common.core.errors import RequestError
-from common.core.image import scaled_size
-from common.doors.cvat.interactor import interactor_reply
-from common.doors.cvat.request import InteractorRequest
-from common.core.settings import env_int
-
-ITERATIONS = env_int("GRABCUT_ITERATIONS", 5)
-MAX_SIDE = env_int("GRABCUT_MAX_SIDE", 256)
+from common.core.image import Image, scaled_size
+from common.core.results import Region
+from common.core.settings import Settings, setting
+from common.models.base import Interactor, Prompt
 
 
-def initial_rect(request: InteractorRequest, width: int, height: int) -> tuple[int, int, int, int]:
+@dataclass(frozen=True)
+class GrabcutSettings(Settings):
+    iterations: int = setting("GRABCUT_ITERATIONS", 5)
+    max_side: int = setting("GRABCUT_MAX_SIDE", 256)
+
+
+def initial_rect(prompt: Prompt, width: int, height: int) -> tuple[int, int, int, int]:
     """(xtl, ytl, xbr, ybr) in whole pixels: the box, or the positive points' box grown by a margin."""
-    if request.obj_bbox is not None:
-        xtl, ytl, xbr, ybr = request.obj_bbox
+    if prompt.box is not None:
+        xtl, ytl, xbr, ybr = prompt.box
     else:
-        xs, ys = request.pos_points[:, 0], request.pos_points[:, 1]
+        xs, ys = prompt.positive[:, 0], prompt.positive[:, 1]
         margin = max(0.15 * max(xs.max() - xs.min(), ys.max() - ys.min()), 0.1 * min(width, height))
         xtl, ytl, xbr, ybr = xs.min() - margin, ys.min() - margin, xs.max() + margin, ys.max() + margin
     return (int(max(0, np.floor(xtl))), int(max(0, np.floor(ytl))),
@@ -42,25 +45,28 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-class ModelHandler(BaseHandler):
-    kind = "interactor"
+class ModelHandler(Interactor):
     function_dir = Path(__file__).resolve().parent
+    settings_class = GrabcutSettings
+    settings: GrabcutSettings
     work_bytes_per_pixel = 3  # the object mask at the image's size, and the reply's copy of it
 
-    def segment(self, request: InteractorRequest) -> np.ndarray:
-        """The object mask (H×W bool) for the request's box and clicks."""
-        rgb = request.image.rgb
+    def segment(self, image: Image, prompt: Prompt) -> Region | None:
+        return Region.from_mask(self.mask(image.rgb, prompt))
+
+    def mask(self, rgb: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """The object mask (H×W bool) for the prompt's box and clicks."""
         height, width = rgb.shape[:2]
-        if request.obj_bbox is None and len(request.pos_points) == 0:
+        if prompt.box is None and len(prompt.positive) == 0:
             raise RequestError("GrabCut needs obj_bbox or at least one positive point")
-        xtl, ytl, xbr, ybr = initial_rect(request, width, height)
+        xtl, ytl, xbr, ybr = initial_rect(prompt, width, height)
         # Work on the box plus a band of surrounding background: GrabCut learns both colour models there.
         pad = max(8, (xbr - xtl + ybr - ytl) // 10)
         x0, y0, x1, y1 = max(0, xtl - pad), max(0, ytl - pad), min(width, xbr + pad), min(height, ybr + pad)
         # GrabCut's cost grows fast with pixels: run it on the region scaled to at most MAX_SIDE pixels
         # (each side at least one pixel, whatever the aspect ratio); only the result is scaled back.
         region_w, region_h = x1 - x0, y1 - y0
-        small_w, small_h = scaled_size(region_w, region_h, min(1.0, MAX_SIDE / max(region_w, region_h)))
+        small_w, small_h = scaled_size(region_w, region_h, min(1.0, self.settings.max_side / max(region_w, region_h)))
         sx, sy = small_w / region_w, small_h / region_h
         roi = cv2.cvtColor(cv2.resize(rgb[y0:y1, x0:x1], (small_w, small_h), interpolation=cv2.INTER_AREA),
                            cv2.COLOR_RGB2BGR)
@@ -69,14 +75,14 @@ class ModelHandler(BaseHandler):
         rx1, ry1 = int(np.ceil((xbr - x0) * sx)), int(np.ceil((ybr - y0) * sy))
         mask[ry0:ry1, rx0:rx1] = cv2.GC_PR_FGD
         radius = max(2, int(min(width * sx, height * sy)) // 150)
-        for points, value in ((request.neg_points, cv2.GC_BGD), (request.pos_points, cv2.GC_FGD)):
+        for points, value in ((prompt.negative, cv2.GC_BGD), (prompt.positive, cv2.GC_FGD)):
             for x, y in points:
                 cv2.circle(mask, (int((x - x0) * sx), int((y - y0) * sy)), radius, int(value), -1)
         if (mask == cv2.GC_BGD).all():
             return np.zeros((height, width), dtype=bool)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         try:
-            cv2.grabCut(roi, mask, None, bgd, fgd, ITERATIONS, cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(roi, mask, None, bgd, fgd, self.settings.iterations, cv2.GC_INIT_WITH_MASK)
         except cv2.error:  # too few background or foreground pixels to fit the colour models
             pass
         found = largest_component((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8) * 255
@@ -85,6 +91,3 @@ class ModelHandler(BaseHandler):
         full = np.zeros((height, width), dtype=bool)
         np.greater(found, 127, out=full[y0:y1, x0:x1])
         return full
-
-    def __call__(self, request: InteractorRequest) -> dict:
-        return interactor_reply(self.segment(request), request.body)

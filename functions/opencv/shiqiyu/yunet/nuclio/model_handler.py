@@ -6,18 +6,17 @@ side exceeds ``YUNET_MAX_SIDE`` (default 1920) so that huge frames stay fast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from common.doors.cvat import shapes
-
+from common.core.image import Image, scaled_size
+from common.core.results import Detections
+from common.core.settings import Settings, setting
+from common.models.base import Detector
 from common.runtime import weights
-from common.doors.cvat.nuclio import ModelHandler as BaseHandler
-from common.core.image import scaled_size
-from common.doors.cvat.request import DetectorRequest, parse_detector
-from common.core.settings import env_float, env_int
 
 WEIGHTS = weights.Weights(
     "yunet_n_640_640.onnx",
@@ -28,26 +27,29 @@ FACE, LANDMARKS = "face", "face landmarks"
 DEFAULT_THRESHOLD = 0.6  # YuNet scores a cat's face 0.39 in chelsea.png; real faces score 0.5 and up
 
 
-class ModelHandler(BaseHandler):
-    kind = "detector"
+@dataclass(frozen=True)
+class YunetSettings(Settings):
+    nms_threshold: float = setting("NMS_THRESHOLD", 0.3)
+    max_side: int = setting("YUNET_MAX_SIDE", 1920)
+
+
+class ModelHandler(Detector):
     function_dir = Path(__file__).resolve().parent
+    settings_class = YunetSettings
+    settings: YunetSettings
+    default_threshold = DEFAULT_THRESHOLD
     work_bytes_per_pixel = 1  # measured: a BGR copy of the image, partly within the decoding peak
 
-    def __init__(self, context=None):
-        super().__init__(context)
+    def __init__(self, settings=None, log=None):
+        super().__init__(settings, log)
         self.detector = cv2.FaceDetectorYN.create(str(weights.resolve(WEIGHTS)), "", (320, 320),
-                                                  0.01, env_float("NMS_THRESHOLD", 0.3), 5000)
-        self.max_side = env_int("YUNET_MAX_SIDE", 1920)
-        skeleton = self.labels.by_name[LANDMARKS]
-        self.landmark_names = [sublabel.name for sublabel in skeleton.sublabels]
+                                                  0.01, self.settings.nms_threshold, 5000)
+        self.face, self.landmarks = (self.labels.by_name[name].id for name in (FACE, LANDMARKS))
 
-    def parse(self, body) -> DetectorRequest:
-        return parse_detector(body, default_threshold=DEFAULT_THRESHOLD)
-
-    def detect(self, rgb: np.ndarray, threshold: float) -> np.ndarray:
+    def faces(self, rgb: np.ndarray, threshold: float) -> np.ndarray:
         """Rows of (x, y, w, h, 5 × (x, y) landmarks, score) in image pixels, score ≥ threshold."""
         height, width = rgb.shape[:2]
-        size = scaled_size(width, height, min(1.0, self.max_side / max(width, height)))
+        size = scaled_size(width, height, min(1.0, self.settings.max_side / max(width, height)))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         if size != (width, height):
             bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
@@ -60,14 +62,11 @@ class ModelHandler(BaseHandler):
         faces[:, 1:14:2] *= height / size[1]  # y, h and the landmarks' y
         return faces
 
-    def __call__(self, request: DetectorRequest) -> list[dict]:
-        width, height = request.image.size
-        results = []
-        for face in self.detect(request.image.rgb, request.threshold):
-            x, y, w, h, score = *face[:4], float(face[14])
-            box = np.clip([x, y, x + w, y + h], 0, [width, height, width, height])
-            results.append(shapes.rectangle(FACE, box, score))
-            elements = [shapes.image_keypoint(name, xy, width, height)
-                        for name, xy in zip(self.landmark_names, face[4:14].reshape(5, 2))]
-            results.append(shapes.skeleton(LANDMARKS, elements, score))
-        return results
+    def detect(self, image: Image, threshold: float) -> Detections:
+        """Per face two detections: its box (``face``) and its five landmarks (``face landmarks``)."""
+        faces = self.faces(image.rgb, threshold)
+        boxes = np.column_stack([faces[:, :2], faces[:, :2] + faces[:, 2:4]])  # x + w in float32, as YuNet's
+        landmarks = np.concatenate([faces[:, 4:14].reshape(-1, 5, 2), np.ones((len(faces), 5, 1))], axis=2)
+        found = Detections(np.repeat(boxes, 2, axis=0), np.repeat(faces[:, 14], 2),
+                           np.tile([self.face, self.landmarks], len(faces)), keypoints=np.repeat(landmarks, 2, axis=0))
+        return found.clip(*image.size)

@@ -7,9 +7,8 @@ works whatever MODEL_TYPE says. The model is then built by the package's own bui
 
 from __future__ import annotations
 
-import base64
-import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,11 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.build_sam import _build_sam
 
+from common.core.settings import Settings, setting
+from common.models.promptable import PromptableSegmenter, predict_arguments
 from common.runtime import weights
 from common.runtime.backends import torch_device
 from common.runtime.embedding_cache import Entry
-from common.models.promptable import PromptableSegmenter, predict_arguments
 
 URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 CHECKPOINTS = {  # the official files and their SHA-256 (a download is checked before it is used)
@@ -56,14 +56,21 @@ def encoder_architecture(state_dict: dict) -> tuple[int, int, int, tuple[int, ..
     return embed_dim, len(blocks), embed_dim // head_dim, global_blocks
 
 
+@dataclass(frozen=True)
+class SamSettings(Settings):
+    model_type: str = setting("MODEL_TYPE", "vit_b")
+
+
 class ModelHandler(PromptableSegmenter):
     function_dir = Path(__file__).resolve().parent
+    settings_class = SamSettings
+    settings: SamSettings
     work_bytes_per_pixel = 45  # measured: the predicted masks' logits and masks at the image's size
     max_aspect = 512.0  # SAM scales the long side to 1024 pixels; the short side keeps at least two
 
-    def __init__(self, context=None):
-        super().__init__(context)
-        model_type = os.environ.get("MODEL_TYPE", "vit_b")
+    def __init__(self, settings=None, log=None):
+        super().__init__(settings, log)
+        model_type = self.settings.model_type
         if model_type not in CHECKPOINTS:
             raise ValueError(f"MODEL_TYPE={model_type!r}: expected one of {', '.join(CHECKPOINTS)}")
         path = weights.resolve(CHECKPOINTS[model_type])
@@ -100,6 +107,5 @@ class ModelHandler(PromptableSegmenter):
             predictor.reset_image()
         return masks, scores
 
-    def blob(self, entry: Entry) -> str:
-        features = entry.arrays["features"].astype("<f4", copy=False)
-        return base64.b64encode(np.ascontiguousarray(features).tobytes()).decode("ascii")
+    def embedding_array(self, entry: Entry) -> np.ndarray:
+        return entry.arrays["features"]

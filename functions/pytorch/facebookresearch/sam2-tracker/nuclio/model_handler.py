@@ -22,16 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+import PIL.Image
 from sam2.build_sam import build_sam2_video_predictor
 
-from common.models import sam2_models
-from common.runtime.backends import torch_device
 from common.core.errors import RequestError
-from common.core.image import RequestImage
-from common.doors.cvat.request import TrackedShape
+from common.core.image import Image
+from common.core.results import Region
+from common.core.settings import polygon_epsilon
+from common.models import sam2_models
+from common.models.tracking import Tracker, recall, remember
+from common.runtime.backends import torch_device
 from common.runtime.state_store import StateGone
-from common.models.tracking import TrackerHandler, shape_from_mask
 
 FAR = 1 << 30  # SAM 2 reads a video's length only to cap its object pointers; a track has no known end
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]  # as sam2's frame loader
@@ -58,14 +59,15 @@ def from_array(array: np.ndarray, bfloat16: bool, device: torch.device) -> torch
     return (tensor.view(torch.bfloat16) if bfloat16 else tensor).to(device)
 
 
-class ModelHandler(TrackerHandler):
+class ModelHandler(Tracker):
     function_dir = Path(__file__).resolve().parent
+    settings_class = sam2_models.Sam2Settings
     work_bytes_per_pixel = 38  # measured: the frame's tensors and the object's mask at the frame's size
 
-    def __init__(self, context=None, store=None):
-        super().__init__(context, store)
+    def __init__(self, settings=None, log=None, store=None):
+        super().__init__(settings, log, store)
         self.device = torch_device()
-        self.predictor, self.model_id = sam2_models.load(build_sam2_video_predictor, self.device)
+        self.predictor, self.model_id = sam2_models.load(build_sam2_video_predictor, self.device, self.settings)
         if self.predictor.fill_hole_area > 0 and not has_hole_filling():
             self.predictor.fill_hole_area = 0  # what sam2 falls back to anyway, without a warning per frame
         self.pointer_frames = self.predictor.max_obj_ptrs_in_encoder - 1
@@ -73,17 +75,17 @@ class ModelHandler(TrackerHandler):
 
     # ------------------------------------------------------------ frames and sessions
 
-    def backbone(self, image: RequestImage) -> tuple[torch.Tensor, dict]:
+    def backbone(self, image: Image) -> tuple[torch.Tensor, dict]:
         """The model input and image-encoder output for ``image``, computed once per frame for all objects."""
         if self.frame is None or self.frame[0] != image.digest:
             size = self.predictor.image_size
-            resized = np.asarray(Image.fromarray(image.rgb).resize((size, size)))  # as sam2's frame loader
+            resized = np.asarray(PIL.Image.fromarray(image.rgb).resize((size, size)))  # as sam2's frame loader
             frame = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()
             frame = ((frame - MEAN) / STD).to(self.device)[None]
             self.frame = (image.digest, (frame, self.predictor.forward_image(frame)))
         return self.frame[1]
 
-    def session(self, image: RequestImage, frame_idx: int) -> dict:
+    def session(self, image: Image, frame_idx: int) -> dict:
         """A one-frame inference state of ``SAM2VideoPredictor`` for ``image`` as frame ``frame_idx``."""
         width, height = image.size
         return {
@@ -120,32 +122,33 @@ class ModelHandler(TrackerHandler):
         return {"maskmem_features": features, "maskmem_pos_enc": [position],
                 "obj_ptr": from_array(arrays["pointer"], False, self.device)}
 
-    def save_step(self, state: dict, pointers: np.ndarray) -> str:
-        return self.store.put({"pointers": pointers}, state)
+    def save_step(self, state: dict, pointers: np.ndarray, last: Region) -> str:
+        """A step state; ``last`` is the region shown when the object is lost on a later frame."""
+        arrays, state["last"] = remember(last)
+        return self.store.put({"pointers": pointers, **arrays}, state)
 
     # ------------------------------------------------------------ tracking
 
     @torch.inference_mode()
-    def start(self, image: RequestImage, shape: TrackedShape, legacy: bool) -> str:
+    def start(self, image: Image, region: Region) -> str:
         session = self.session(image, 0)
-        if shape.type == "rectangle":
-            self.predictor.add_new_points_or_box(session, frame_idx=0, obj_id=0, box=shape.points)
+        if region.type == "rectangle":
+            self.predictor.add_new_points_or_box(session, frame_idx=0, obj_id=0, box=list(region.box))
         else:
-            mask = shape.to_mask(*image.size)
+            mask = region.to_mask(*image.size)
             if not mask.any():
-                raise RequestError(f"the {shape.type} to track covers no pixel of the image")
+                raise RequestError(f"the {region.type} to track covers no pixel of the image")
             self.predictor.add_new_mask(session, frame_idx=0, obj_id=0, mask=mask)
         self.predictor.propagate_in_video_preflight(session)  # encodes the prompt frame's memory
         output = session["output_dict_per_obj"][0]["cond_frame_outputs"][0]
         state = {"kind": "sam2-step", "model": self.model_id, "track": self.save_memory(output), "frame": 0,
-                 "memory": [], "pointer_frames": [], "image_size": list(image.size), "type": shape.type,
-                 "last": shape.points, "legacy": legacy}
-        return self.save_step(state, np.zeros((0, *output["obj_ptr"].shape[1:]), np.float32))
+                 "memory": [], "pointer_frames": [], "image_size": list(image.size), "type": region.type}
+        return self.save_step(state, np.zeros((0, *output["obj_ptr"].shape[1:]), np.float32), region)
 
     @torch.inference_mode()
-    def advance(self, image: RequestImage, token: str, what: str) -> tuple[np.ndarray, TrackedShape, str, bool]:
+    def advance(self, image: Image, token: str, what: str) -> tuple[np.ndarray, Region, str]:
         """Track the object of state ``token`` into ``image``: its mask logits at the image's size (H×W), its
-        shape, the new state's token and the state's legacy flag."""
+        region and the new state's token."""
         arrays, state = self.load_step(token, what, "sam2-step", image)
         if state["model"] != self.model_id:
             raise StateGone(f"{what} was made by another model ({state['model']}); start the track again")
@@ -163,18 +166,18 @@ class ModelHandler(TrackerHandler):
             is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=False, run_mem_encoder=True)
         logits = self.predictor._get_orig_video_res_output(session, masks)[1][0, 0].float().cpu().numpy()
 
-        shape = shape_from_mask(logits > 0, state["type"])
-        if shape is None:  # the object is lost (occluded, out of view): CVAT's tools need a shape, keep the last
-            shape = TrackedShape(state["type"], state["last"])
+        region = Region.from_mask(logits > 0, state["type"], polygon_epsilon())
+        if region is None:  # the object is lost (occluded, out of view): CVAT's tools need a shape, keep the last
+            region = recall(state["type"], state["last"], arrays)
         keep = self.memory_frames(frame_idx + 1)
         memory = [[f, key] for f, key in state["memory"] if f in keep]
         if frame_idx in keep:
             memory.append([frame_idx, self.save_memory(output)])
         pointers = np.concatenate([arrays["pointers"], to_array(output["obj_ptr"])])[-self.pointer_frames:]
-        state = {**state, "frame": frame_idx, "memory": memory, "last": shape.points,
+        state = {**state, "frame": frame_idx, "memory": memory,
                  "pointer_frames": (state["pointer_frames"] + [frame_idx])[-self.pointer_frames:]}
-        return logits, shape, self.save_step(state, pointers), state["legacy"]
+        return logits, region, self.save_step(state, pointers, region)
 
-    def step(self, image: RequestImage, token: str, what: str) -> tuple[TrackedShape, str, bool]:
-        _, shape, token, legacy = self.advance(image, token, what)
-        return shape, token, legacy
+    def step(self, image: Image, token: str, what: str) -> tuple[Region, str]:
+        _, region, token = self.advance(image, token, what)
+        return region, token

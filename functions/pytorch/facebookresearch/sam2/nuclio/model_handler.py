@@ -13,21 +13,22 @@ from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from common.models import sam2_models
+from common.models.promptable import PromptableSegmenter, predict_arguments
 from common.runtime.backends import torch_device
 from common.runtime.embedding_cache import Entry
-from common.models.promptable import PromptableSegmenter, predict_arguments
 
 HIGH_RES = ("high_res_0", "high_res_1")
 
 
 class ModelHandler(PromptableSegmenter):
     function_dir = Path(__file__).resolve().parent
+    settings_class = sam2_models.Sam2Settings
     work_bytes_per_pixel = 38  # measured: the predicted masks' logits and masks at the image's size
 
-    def __init__(self, context=None):
-        super().__init__(context)
+    def __init__(self, settings=None, log=None):
+        super().__init__(settings, log)
         self.device = torch_device()
-        model, self.model_id = sam2_models.load(build_sam2, self.device)
+        model, self.model_id = sam2_models.load(build_sam2, self.device, self.settings)
         self.predictor = SAM2ImagePredictor(model)
 
     @torch.inference_mode()

@@ -6,31 +6,35 @@ outside the image, is returned with ``outside: true``: CVAT keeps its position b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from torchvision.models import detection
 
-from common.doors.cvat import shapes
-from common.core.settings import env_float
-from common.models.torchvision import Output, TorchvisionDetector, official_weights
+from common.core.results import Detections
+from common.core.settings import setting
+from common.models.torchvision import Output, TorchvisionDetector, TorchvisionSettings, official_weights
+
+
+@dataclass(frozen=True)
+class KeypointSettings(TorchvisionSettings):
+    keypoint_threshold: float = setting("KEYPOINT_THRESHOLD", 2.0)
 
 
 class ModelHandler(TorchvisionDetector):
     function_dir = Path(__file__).resolve().parent
+    settings_class = KeypointSettings
     builder = staticmethod(detection.keypointrcnn_resnet50_fpn)
     checkpoint = official_weights(detection.KeypointRCNN_ResNet50_FPN_Weights.COCO_V1)
     num_classes = 2  # background, person
-    keypoint_threshold = env_float("KEYPOINT_THRESHOLD", 2.0)
 
     def model_arguments(self) -> dict:
         return {**super().model_arguments(), "num_keypoints": 17}
 
-    def shape(self, label: str, output: Output, index: int, width: int, height: int) -> dict | None:
-        sublabels = self.labels.by_name[label].sublabels
-        elements = [
-            shapes.image_keypoint(sublabel.name, (x, y), width, height,
-                                  visible=bool(visible > 0 and score >= self.keypoint_threshold))
-            for sublabel, (x, y, visible), score in zip(sublabels, output["keypoints"][index],
-                                                        output["keypoints_scores"][index])
-        ]
-        return shapes.skeleton(label, elements, float(output["scores"][index]))
+    def detections(self, output: Output, width: int, height: int) -> Detections:
+        """Each person's keypoints, visible where the model sees them and scores them high enough."""
+        keypoints = output["keypoints"].astype(np.float64)
+        keypoints[..., 2] = (keypoints[..., 2] > 0) & (output["keypoints_scores"] >= self.settings.keypoint_threshold)
+        found = Detections(output["boxes"], output["scores"], output["labels"], keypoints=keypoints)
+        return found.best_first().clip(width, height)

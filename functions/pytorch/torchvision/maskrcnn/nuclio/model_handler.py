@@ -4,27 +4,35 @@
 
 torchvision pastes every detection's 28×28 mask into a float image of the full size (4 bytes per pixel per
 detection, up to ``DETECTIONS_PER_IMAGE``); here the small masks are kept and each detection that is
-returned is pasted alone, with the same torchvision function, so memory grows with one mask at a time.
+returned is pasted alone, with the same torchvision function, and kept as the pixels of its box, so memory
+grows with one full-size mask at a time.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.models import detection
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from common.doors.cvat import shapes
-from common.core.settings import env_float
-from common.models.torchvision import Output, TorchvisionDetector, official_weights
+from common.core.results import Detections, Mask
+from common.core.settings import setting
+from common.models.torchvision import Output, TorchvisionDetector, TorchvisionSettings, official_weights
+
+
+@dataclass(frozen=True)
+class MaskSettings(TorchvisionSettings):
+    mask_threshold: float = setting("MASK_THRESHOLD", 0.5)
 
 
 class ModelHandler(TorchvisionDetector):
     function_dir = Path(__file__).resolve().parent
+    settings_class = MaskSettings
     builder = staticmethod(detection.maskrcnn_resnet50_fpn_v2)
     checkpoint = official_weights(detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1)
-    mask_threshold = env_float("MASK_THRESHOLD", 0.5)
     work_bytes_per_pixel = TorchvisionDetector.work_bytes_per_pixel + 6  # one pasted mask and its polygon
 
     def load(self, path) -> torch.nn.Module:
@@ -41,10 +49,19 @@ class ModelHandler(TorchvisionDetector):
         model.transform.postprocess = without_pasting
         return model
 
-    def shape(self, label: str, output: Output, index: int, width: int, height: int) -> dict | None:
-        """A ``mask`` shape (CVAT's detector layout) whose ``points`` hold the mask's polygon; None if empty."""
+    def mask(self, output: Output, index: int, width: int, height: int) -> Mask | None:
+        """Detection ``index``'s mask pasted into the image and thresholded; None if no pixel is left."""
         one = slice(index, index + 1)
         probabilities = paste_masks_in_image(torch.from_numpy(output["mask_probs"][one]),
                                              torch.from_numpy(output["boxes"][one]), (height, width))
-        mask = probabilities[0, 0].numpy() >= self.mask_threshold
-        return shapes.mask(label, mask, float(output["scores"][index]))
+        return Mask.from_full(probabilities[0, 0].numpy() >= self.settings.mask_threshold)
+
+    def detections(self, output: Output, width: int, height: int) -> Detections:
+        """Detections of the spec's labels with their masks, best first; those whose mask is empty are dropped."""
+        order = [int(i) for i in np.argsort(-output["scores"], kind="stable")
+                 if self.labels.label_of(int(output["labels"][i])) is not None]
+        masks = {i: self.mask(output, i, width, height) for i in order}
+        kept = np.array([i for i in order if masks[i] is not None], dtype=np.int64)
+        found = Detections(output["boxes"][kept], output["scores"][kept], output["labels"][kept],
+                           masks=[masks[i] for i in kept])
+        return found.clip(width, height)

@@ -8,7 +8,7 @@ between consecutive frames well. Matching is in :mod:`common.models.reid`.
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -16,28 +16,43 @@ import numpy as np
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
+from common.core.settings import Settings, setting
+from common.models.base import ReidBox
+from common.models.reid import Reidentifier
+from common.models.torchvision import official_weights
 from common.runtime import weights
 from common.runtime.backends import load_torch_checkpoint, torch_device
-from common.models.reid import ReidHandler
-from common.doors.cvat.request import ReidBox
-from common.models.torchvision import official_weights
 
 CHECKPOINT = official_weights(ResNet50_Weights.IMAGENET1K_V2)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
-class ModelHandler(ReidHandler):
-    function_dir = Path(__file__).resolve().parent
+@dataclass(frozen=True)
+class ReidSettings(Settings):
+    crop: str = setting("REID_CROP", "128x256")  # width x height
 
-    def __init__(self, context=None):
-        super().__init__(context)
+
+def crop_size(value: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"REID_CROP={value!r} is not WIDTHxHEIGHT") from None
+    return width, height
+
+
+class ModelHandler(Reidentifier):
+    function_dir = Path(__file__).resolve().parent
+    settings_class = ReidSettings
+    settings: ReidSettings
+
+    def __init__(self, settings=None, log=None):
+        super().__init__(settings, log)
         self.device = torch_device()
         model = load_torch_checkpoint(resnet50(weights=None), weights.resolve(CHECKPOINT), "ResNet-50")
         model.fc = torch.nn.Identity()
         self.model = model.eval().to(self.device)
-        width, height = (int(v) for v in os.environ.get("REID_CROP", "128x256").lower().split("x"))
-        self.crop_size = (width, height)
+        self.crop_size = crop_size(self.settings.crop)
 
     def crops(self, rgb: np.ndarray, boxes: list[ReidBox]) -> np.ndarray:
         """(N, 3, H, W) normalised float32 crops of the boxes (at least one pixel each)."""

@@ -1,0 +1,135 @@
+"""What every model has, and the base classes of the kinds that need no extra packages: detectors and interactors.
+
+A function's ``model_handler.py`` defines ``ModelHandler`` as a subclass of one kind's base class:
+:class:`Detector`, :class:`Interactor`, :class:`~common.models.tracking.Tracker` or
+:class:`~common.models.reid.Reidentifier`. It loads its model in ``__init__`` and implements the kind's typed
+methods on :class:`~common.core.image.Image` in and :mod:`~common.core.results` out. It knows nothing of any
+platform's wire format: the doors (:mod:`common.doors`) parse requests and encode replies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from common.core.image import Image
+from common.core.labels import Labels, read_config, spec_of
+from common.core.results import Detections, Region
+from common.core.settings import Settings, env_str
+
+KINDS = ("detector", "interactor", "tracker", "reid")
+
+
+def function_yaml() -> str:
+    """The yaml file the function is served from: ``FUNCTION_YAML`` (set by ``tools/fn serve --gpu`` and
+    ``deploy_gpu.sh``), else ``function.yaml``."""
+    return os.path.basename(env_str("FUNCTION_YAML", "function.yaml"))
+
+
+class Model:
+    """A function's model: its folder's yaml, its labels, its settings and a log.
+
+    Subclasses set ``function_dir`` (the folder of their ``function.yaml``) and, when they have settings of
+    their own, ``settings_class``: the settings are read from the environment once, when the model is built,
+    unless given.
+    """
+
+    kind: ClassVar[str]
+    function_dir: ClassVar[Path | None] = None
+    settings_class: ClassVar[type[Settings]] = Settings
+    # Bytes the model allocates per pixel of a request image beyond decoding it (measured; 0 for models that
+    # work on a resized copy of fixed size). With decoding, this bounds a request image by IMAGE_MAX_MEMORY_MB.
+    work_bytes_per_pixel: ClassVar[float] = 0
+    # Models whose own resize keeps the aspect ratio (and would leave a 1×4000 image no rows) get images further
+    # from square than this padded first (:func:`~common.core.image.pad_to_aspect`); None: no padding.
+    max_aspect: ClassVar[float | None] = None
+
+    def __init__(self, settings: Settings | None = None, log: Callable[[str], None] | None = None):
+        self.settings = settings if settings is not None else self.settings_class.from_env()
+        self._log = log
+
+    @cached_property
+    def config(self) -> dict:
+        """The yaml the function is served from (what CVAT and Nuclio read too); its kind must be this model's."""
+        if self.function_dir is None:
+            raise RuntimeError(f"{type(self).__name__}.function_dir is not set")
+        path = Path(self.function_dir) / function_yaml()
+        config = read_config(path)
+        declared = ((config.get("metadata") or {}).get("annotations") or {}).get("type")
+        if declared != self.kind:
+            raise RuntimeError(f"{path} declares annotations.type {declared!r} but {type(self).__name__} is a "
+                               f"{self.kind}")
+        return config
+
+    @property
+    def name(self) -> str:
+        return str(self.config["metadata"]["name"])
+
+    @cached_property
+    def labels(self) -> Labels:
+        return Labels.from_spec(spec_of(self.config))
+
+    def warn(self, message: str) -> None:
+        """A warning in the function's log (Nuclio's logger when running under it)."""
+        if self._log is not None:
+            self._log(message)
+        else:
+            logging.getLogger(type(self).__module__).warning(message)
+
+
+class Detector(Model):
+    """Finds every object of the spec's labels: :meth:`detect` returns :class:`Detections` whose class ids are
+    the spec's label ids, best first, scoring at least the threshold."""
+
+    kind: ClassVar[str] = "detector"
+    default_threshold: ClassVar[float] = 0.5  # when a request names none
+
+    def detect(self, image: Image, threshold: float) -> Detections:
+        raise NotImplementedError
+
+
+@dataclass
+class Prompt:
+    """What an annotator gave an interactor: clicks on the object and on the background ((N, 2) floats in image
+    pixels, inside the image) and an optional box (xtl, ytl, xbr, ybr)."""
+
+    positive: np.ndarray
+    negative: np.ndarray
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return len(self.positive) == 0 and len(self.negative) == 0 and self.box is None
+
+
+@dataclass
+class ReidBox:
+    """A box to re-identify: xtl, ytl, xbr, ybr inside its image, and the label a match must share."""
+
+    box: tuple[float, float, float, float]
+    label_id: int | str | None
+
+
+class Interactor(Model):
+    """Segments one object from a :class:`Prompt`: :meth:`segment` returns its mask as a :class:`Region`."""
+
+    kind: ClassVar[str] = "interactor"
+
+    def prepare(self, image: Image) -> bool | None:
+        """Compute what prompts on ``image`` need (an image embedding), ahead of them; whether it was cached
+        already. None for a model that has nothing to prepare."""
+        return None
+
+    def segment(self, image: Image, prompt: Prompt) -> Region | None:
+        """The object's mask (None when nothing was found)."""
+        raise NotImplementedError
+
+    def browser_embedding(self, image: Image) -> np.ndarray | None:
+        """The image embedding a decoder running in a browser needs (float32), or None when the model has none."""
+        return None
