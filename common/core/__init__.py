@@ -1,0 +1,1 @@
+"""What models take and give whatever the platform: images, results, labels, errors and settings."""

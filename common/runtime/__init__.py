@@ -1,0 +1,1 @@
+"""What models run on: inference backends, weights, the tracker state store, the embedding cache, Redis."""

@@ -12,13 +12,12 @@ Environment:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
 
-from common.core.settings import env_int
+from common.core.settings import env_int, env_str
 
 BACKENDS = ("openvino", "onnxruntime")
 
@@ -83,7 +82,7 @@ def ort_providers() -> list[str]:
     """``ORT_PROVIDERS`` if set, else CUDA (when this onnxruntime has it) followed by CPU."""
     import onnxruntime as ort
 
-    explicit = [p.strip() for p in os.environ.get("ORT_PROVIDERS", "").split(",") if p.strip()]
+    explicit = [p.strip() for p in (env_str("ORT_PROVIDERS") or "").split(",") if p.strip()]
     if explicit:
         return explicit
     available = ort.get_available_providers()
@@ -99,10 +98,10 @@ class OpenVinoModel:
         core = ov.Core()
         # f32 by default: on CPUs with bf16 support OpenVINO would otherwise run in bf16 and move boxes.
         config = {"PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_PRECISION_HINT": os.environ.get("OPENVINO_PRECISION", "f32")}
+                  "INFERENCE_PRECISION_HINT": env_str("OPENVINO_PRECISION", "f32")}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.device = device or os.environ.get("OPENVINO_DEVICE", "CPU")
+        self.device = device or env_str("OPENVINO_DEVICE", "CPU")
         self.compiled = core.compile_model(core.read_model(str(path)), self.device, config)
         self.request = self.compiled.create_infer_request()
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
@@ -117,7 +116,7 @@ class OpenVinoModel:
 
 def load_onnx(path: str | Path, backend: str | None = None, threads: int | None = None) -> OnnxModel:
     """Load an ONNX file on ``backend`` (default ``INFERENCE_BACKEND``, else onnxruntime)."""
-    backend = (backend or os.environ.get("INFERENCE_BACKEND") or "onnxruntime").strip().lower()
+    backend = (backend or env_str("INFERENCE_BACKEND", "onnxruntime")).strip().lower()
     threads = threads if threads is not None else num_threads()
     if backend == "openvino":
         return OpenVinoModel(Path(path), threads=threads)
@@ -136,7 +135,7 @@ def torch_device(preferred: str | None = None):
     threads = num_threads()
     if threads:
         torch.set_num_threads(threads)
-    name = preferred or os.environ.get("TORCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = preferred or env_str("TORCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 

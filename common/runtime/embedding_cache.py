@@ -26,6 +26,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import redis
 
+from common.core.settings import env_float
 from common.runtime import arrays, redis_client
 
 Warn = Callable[[str], None]
@@ -144,8 +145,8 @@ class TieredCache:
 def from_env(warn: Warn, env=os.environ) -> Cache:
     """``EMBEDDING_CACHE_BYTES`` (per worker, 512 MiB; 0 turns the local cache off) and
     ``EMBEDDING_CACHE_TTL`` (seconds, 900); Redis in addition when ``CVAT_FUNCTIONS_REDIS_HOST`` is set."""
-    ttl = float(env.get("EMBEDDING_CACHE_TTL") or 900)
-    local = MemoryCache(int(float(env.get("EMBEDDING_CACHE_BYTES") or 512 * 2**20)), ttl)
+    ttl = env_float("EMBEDDING_CACHE_TTL", 900, env)
+    local = MemoryCache(int(env_float("EMBEDDING_CACHE_BYTES", 512 * 2**20, env)), ttl)
     client = redis_client.from_env(env)
     if client is None:
         return local

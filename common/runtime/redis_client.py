@@ -19,27 +19,28 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.core.settings import env_bool, env_float, env_int, env_str
+
 PREFIX = "CVAT_FUNCTIONS_REDIS_"
-TRUE = ("1", "true", "yes", "on")
 
 
 def describe(env: Mapping[str, str] = os.environ) -> str:
     """``host:port/db`` of the configured Redis, for messages (never the password)."""
-    return f"{env.get(PREFIX + 'HOST')}:{env.get(PREFIX + 'PORT') or 6379}/{env.get(PREFIX + 'DB') or 0}"
+    return f"{env_str(PREFIX + 'HOST', env=env)}:{env_int(PREFIX + 'PORT', 6379, env)}/{env_int(PREFIX + 'DB', 0, env)}"
 
 
 def from_env(env: Mapping[str, str] = os.environ) -> redis.Redis | None:
     """The configured client, or None when ``CVAT_FUNCTIONS_REDIS_HOST`` is not set. Does not connect yet."""
-    host = (env.get(PREFIX + "HOST") or "").strip()
+    host = env_str(PREFIX + "HOST", env=env)
     if not host:
         return None
-    timeout = float(env.get(PREFIX + "TIMEOUT") or 2.0)
+    timeout = env_float(PREFIX + "TIMEOUT", 2.0, env)
     return redis.Redis(
         host=host,
-        port=int(env.get(PREFIX + "PORT") or 6379),
-        db=int(env.get(PREFIX + "DB") or 0),
-        password=env.get(PREFIX + "PASSWORD") or None,
-        ssl=(env.get(PREFIX + "TLS") or "").strip().lower() in TRUE,
+        port=env_int(PREFIX + "PORT", 6379, env),
+        db=env_int(PREFIX + "DB", 0, env),
+        password=env.get(PREFIX + "PASSWORD") or None,  # as given: a password may hold blanks
+        ssl=env_bool(PREFIX + "TLS", False, env),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),  # one try per call: the caller decides what a failure means

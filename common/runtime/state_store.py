@@ -30,6 +30,7 @@ import redis
 
 from common.runtime import arrays, redis_client
 from common.core.errors import FunctionError, RequestError, UnavailableError
+from common.core.settings import env_int
 
 TOKEN_BYTES = 16
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -155,7 +156,7 @@ class StateStore:
 
 def from_env(namespace: str, warn: Callable[[str], None], env: Mapping[str, str] = os.environ) -> StateStore:
     """Redis when ``CVAT_FUNCTIONS_REDIS_HOST`` is set, else this process's memory (with a warning)."""
-    ttl = int(env.get("TRACKER_STATE_TTL") or 3600)
+    ttl = env_int("TRACKER_STATE_TTL", 3600, env)
     client = redis_client.from_env(env)
     if client is not None:
         return StateStore(RedisBackend(client, redis_client.describe(env)), namespace, ttl)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.core.errors import UnavailableError
+from common.core.settings import env_str
 
 
 class WeightsError(UnavailableError):
@@ -32,10 +33,10 @@ class Weights:
 
 
 def cache_dir() -> Path:
-    explicit = os.environ.get("CVAT_FUNCTIONS_CACHE")
+    explicit = env_str("CVAT_FUNCTIONS_CACHE")
     if explicit:
         return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = env_str("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "cvat-functions"
 
 
@@ -49,13 +50,13 @@ def sha256_of(path: Path) -> str:
 
 def resolve(weights: Weights, env_var: str = "MODEL_PATH", timeout: float = 60.0) -> Path:
     """The local path of ``weights``, downloading it into the cache if needed."""
-    explicit = os.environ.get(env_var)
+    explicit = env_str(env_var)
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise WeightsError(f"{env_var}={explicit} does not exist or is not a file")
         return path
-    models_dir = os.environ.get("MODELS_DIR")
+    models_dir = env_str("MODELS_DIR")
     if models_dir:
         path = Path(models_dir).expanduser() / weights.filename
         if path.is_file():

@@ -1,0 +1,1 @@
+"""CVAT's door: its request formats, its reply formats and the Nuclio entry (../shared/docs/cvat-protocol.md)."""
