@@ -107,3 +107,16 @@ def test_bad_requests(grabcut, extra, fragment):
     image, _ = scene()
     status, _, reply = http("POST", function_url(grabcut), {"image": image, **extra})
     assert status == 400 and fragment in reply["error"]
+
+
+def test_an_answer_does_not_depend_on_earlier_requests(data_dir):
+    """OpenCV's random generator seeds GrabCut's colour models; each request starts it afresh."""
+    from tests.segmenters import door_of
+
+    image = base64.b64encode((data_dir / "images" / "dog.jpg").read_bytes()).decode()
+    asks = [{"image": image, "pos_points": [[380, 300]]},
+            {"image": image, "pos_points": [[220, 400]], "neg_points": [[700, 80]]},
+            {"image": image, "pos_points": [[220, 400]], "obj_bbox": [[120, 200], [330, 540]]}]
+    with door_of(GRABCUT) as door:
+        first = [door(ask).payload for ask in asks]
+        assert [door(ask).payload for ask in asks] == first

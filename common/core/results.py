@@ -61,6 +61,13 @@ class Mask:
         return contour if len(contour) >= 3 else None
 
 
+def keypoint_in_image(x: float, y: float, width: int, height: int, visible: bool = True) -> tuple[float, float, bool]:
+    """A predicted keypoint clamped into the image, and whether it is outside (off the image or not visible)."""
+    x, y = float(x), float(y)
+    inside = 0 <= x <= width and 0 <= y <= height
+    return min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height)), not (inside and visible)
+
+
 def _rows(values: Sequence | None, keep: np.ndarray) -> list | None:
     return None if values is None else [values[i] for i in keep]
 

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from common.core.errors import RequestError
-from common.core.results import Mask
+from common.core.results import Mask, keypoint_in_image
 from common.core.settings import polygon_epsilon
 
 
@@ -76,9 +76,8 @@ def keypoint(label: str, xy: Sequence[float], outside: bool = False,
 
 def image_keypoint(label: str, xy: Sequence[float], width: int, height: int, visible: bool = True) -> dict:
     """A skeleton element for a predicted point: clamped into the image, ``outside`` when off it or not visible."""
-    x, y = float(xy[0]), float(xy[1])
-    inside = 0 <= x <= width and 0 <= y <= height
-    return keypoint(label, (min(max(x, 0.0), width), min(max(y, 0.0), height)), outside=not (inside and visible))
+    x, y, outside = keypoint_in_image(xy[0], xy[1], width, height, visible)
+    return keypoint(label, (x, y), outside=outside)
 
 
 def skeleton(label: str, elements: list[dict], confidence: float | None = None,

@@ -81,6 +81,9 @@ class ModelHandler(Interactor):
         if (mask == cv2.GC_BGD).all():
             return np.zeros((height, width), dtype=bool)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        # GrabCut's k-means starts from OpenCV's random generator: seed it (0 is its initial state) so that a
+        # request's answer does not depend on what the worker answered before
+        cv2.setRNGSeed(0)
         try:
             cv2.grabCut(roi, mask, None, bgd, fgd, self.settings.iterations, cv2.GC_INIT_WITH_MASK)
         except cv2.error:  # too few background or foreground pixels to fit the colour models

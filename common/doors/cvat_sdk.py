@@ -1,0 +1,204 @@
+"""The CVAT SDK door: any function folder as an auto-annotation function of ``cvat_sdk.auto_annotation``.
+
+Detectors become a ``DetectionFunction``, interactors an ``InteractionFunction`` and trackers a
+``TrackingFunction``, built from the folder's own ``function.yaml`` and model with no code per function, so
+``cvat-cli`` can register them with a CVAT server (CVAT Online included), serve its UI's AI tools from this
+machine (``cvat-cli function run-agent``) and annotate whole tasks (``cvat-cli task auto-annotate``)::
+
+    PYTHONPATH=. cvat-cli function create-native "YOLOX" --function-module common.doors.cvat_sdk \\
+        -p function=str:functions/onnx/megvii/yolox/nuclio
+
+Parameters besides ``function`` set the function's settings by their variable names
+(``-p MODEL_SIZE=str:large``), as the environment does for Nuclio. ReID has no auto-annotation protocol.
+Conversions start from our own :class:`~common.core.results.Detections` and
+:class:`~common.core.results.Region`, never from CVAT's JSON replies.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import PIL.Image
+from cvat_sdk import auto_annotation as cvataa
+from cvat_sdk import models
+
+from common.core.errors import RequestError
+from common.core.image import Image
+from common.core.labels import Attribute, Label
+from common.core.results import Detections, keypoint_in_image
+from common.core.settings import polygon_epsilon
+from common.doors.cvat.replies import tracker_points
+from common.doors.cvat.request import clip_box, point_in_image, tracked_shape
+from common.doors.cvat.shapes import attribute_value, rle_points
+from common.models.base import Detector, Interactor, Model, Prompt
+from common.models.folder import load_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- specs
+
+def attribute_spec(attribute: Attribute, index: int) -> models.AttributeRequest:
+    if attribute.input_type == "text":
+        return cvataa.text_attribute_spec(attribute.name, index)
+    return cvataa.attribute_spec(attribute.name, index, attribute.input_type, list(attribute.values))
+
+
+def label_spec(label: Label, index: int) -> models.PatchedLabelRequest:
+    """A spec label with its attributes (ids: their positions) and a skeleton's keypoints."""
+    label_id = index if label.id is None else label.id
+    attributes = [attribute_spec(a, i) for i, a in enumerate(label.attributes)]
+    if label.type == "skeleton":
+        keypoints = [cvataa.keypoint_spec(s.name, i if s.id is None else s.id) for i, s in enumerate(label.sublabels)]
+        return cvataa.skeleton_label_spec(label.name, label_id, keypoints, attributes=attributes)
+    return cvataa.label_spec(label.name, label_id, type=label.type, attributes=attributes)
+
+
+# ---------------------------------------------------------------- detectors
+
+class DetectionFunction:
+    """A detector as ``cvat_sdk.auto_annotation.DetectionFunction``."""
+
+    def __init__(self, model: Detector):
+        self.model = model
+        self.spec = cvataa.DetectionFunctionSpec(labels=[label_spec(l, i) for i, l in enumerate(model.labels)])
+
+    def detect(self, context: cvataa.DetectionFunctionContext,
+               image: PIL.Image.Image) -> list[models.LabeledShapeRequest]:
+        picture = Image.from_pil(image)
+        threshold = self.model.default_threshold if context.conf_threshold is None else context.conf_threshold
+        found = self.model.detect(picture, threshold)
+        shapes = []
+        for i, class_id in enumerate(found.class_id):
+            label = self.model.labels.label_of(int(class_id))
+            if label is not None:
+                shapes.append(self.shape(found, i, label, picture.size, context.conv_mask_to_poly))
+        return [shape for shape in shapes if shape is not None]
+
+    def shape(self, found: Detections, i: int, label: Label, size: tuple[int, int],
+              mask_to_polygon: bool) -> models.LabeledShapeRequest | None:
+        """Detection ``i`` as the SDK's shape of its label's type, with the spec's ids."""
+        label_id = label.id if label.id is not None else self.model.labels.items.index(label)
+        extra: dict[str, Any] = {}
+        if found.attributes is not None and found.attributes[i]:
+            ids = {a.name: n for n, a in enumerate(label.attributes)}
+            extra["attributes"] = [models.AttributeValRequest(spec_id=ids[name], value=attribute_value(value))
+                                   for name, value in found.attributes[i].items() if name in ids]
+        if label.type == "skeleton" and found.keypoints is not None:
+            elements = []
+            for n, (sublabel, (x, y, visible)) in enumerate(zip(label.sublabels, found.keypoints[i])):
+                x, y, outside = keypoint_in_image(x, y, *size, visible=bool(visible > 0))
+                elements.append(cvataa.keypoint(n if sublabel.id is None else sublabel.id, [x, y], outside=outside))
+            return cvataa.skeleton(label_id, elements, **extra)
+        if found.masks is not None:
+            mask = found.masks[i]
+            if not mask_to_polygon:
+                return cvataa.mask(label_id, rle_points(mask), **extra)
+            polygon = mask.polygon(polygon_epsilon())
+            return None if polygon is None else cvataa.polygon(label_id, polygon.ravel().tolist(), **extra)
+        if found.polygons is not None:
+            return cvataa.polygon(label_id, np.asarray(found.polygons[i]).ravel().tolist(), **extra)
+        return cvataa.rectangle(label_id, found.xyxy[i].tolist(), **extra)
+
+
+# ---------------------------------------------------------------- interactors
+
+class InteractionFunction:
+    """An interactor as ``cvat_sdk.auto_annotation.InteractionFunction``; ``preprocess_image`` computes what
+    the model's embedding cache holds, so that the agent's repeated clicks on an image cost only the decoder."""
+
+    def __init__(self, model: Interactor):
+        self.model = model
+        annotations = model.config["metadata"].get("annotations") or {}
+        boxes = str(annotations.get("startswith_box", "")).lower() == "true"
+        optional = str(annotations.get("startswith_box_optional", "")).lower() == "true"
+        self.spec = cvataa.InteractionFunctionSpec(
+            min_pos_points=int(annotations.get("min_pos_points") or 0),
+            min_neg_points=int(annotations.get("min_neg_points") or 0),
+            min_bounding_boxes=1 if boxes else 0 if optional else None,
+        )
+
+    def preprocess_image(self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image) -> Image:
+        picture = Image.from_pil(image)
+        self.model.prepare(picture)
+        return picture
+
+    def detect(self, context: cvataa.InteractionFunctionContext, pp_image: Image,
+               prompts: cvataa.InteractionPrompts) -> list[cvataa.InteractionResultShape]:
+        size = pp_image.size
+
+        def points(values, name: str) -> np.ndarray:
+            found = [point_in_image(p, f"{name}[{i}]", size) for i, p in enumerate(values)]
+            return np.asarray(found, np.float64).reshape(-1, 2)
+
+        box = None
+        if prompts.bounding_box is not None:
+            (x1, y1), (x2, y2) = prompts.bounding_box
+            box = clip_box((x1, y1, x2, y2), "bounding_box", size)
+        prompt = Prompt(points(prompts.pos_points, "pos_points"), points(prompts.neg_points, "neg_points"), box)
+        region = self.model.segment(pp_image, prompt)
+        if region is None or region.mask is None:
+            return []
+        attributes = [] if region.score is None else [models.AttributeValRequest(
+            spec_id=cvataa.InteractionResultAttributes.CONFIDENCE, value=f"{float(region.score):.4f}")]
+        return [cvataa.InteractionResultShape(type="mask", points=rle_points(region.mask), attributes=attributes)]
+
+
+# ---------------------------------------------------------------- trackers
+
+@attrs.define
+class TrackingState:
+    """What the agent keeps per tracked shape: the token of its newest state in the model's store."""
+
+    token: str
+
+
+class TrackingFunction:
+    """A tracker as ``cvat_sdk.auto_annotation.TrackingFunction``; its states stay in the model's store (the
+    agent's memory, or Redis when ``CVAT_FUNCTIONS_REDIS_HOST`` is set) and the agent holds only tokens."""
+
+    def __init__(self, model):
+        self.model = model
+        self.spec = cvataa.TrackingFunctionSpec(supported_shape_types=model.supported_shape_types)
+
+    def preprocess_image(self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image) -> Image:
+        return Image.from_pil(image)
+
+    def init_tracking_state(self, context: cvataa.TrackingFunctionShapeContext, pp_image: Image,
+                            shape: cvataa.TrackableShape) -> TrackingState:
+        prompt = tracked_shape(shape.type, list(shape.points), "shape", pp_image.size)
+        return TrackingState(self.model.start(pp_image, prompt.region))
+
+    def track(self, context: cvataa.TrackingFunctionShapeContext, pp_image: Image,
+              state: TrackingState) -> cvataa.TrackableShape | None:
+        region, state.token = self.model.step(pp_image, state.token, "tracking state")
+        return cvataa.TrackableShape(type=region.type, points=tracker_points(region))
+
+
+FUNCTIONS = {"detector": DetectionFunction, "interactor": InteractionFunction, "tracker": TrackingFunction}
+
+
+def for_model(model: Model):
+    """The auto-annotation function of ``model``'s kind."""
+    if model.kind not in FUNCTIONS:
+        raise RequestError(f"{model.name} is a {model.kind}: CVAT's SDK has no auto-annotation protocol for it")
+    return FUNCTIONS[model.kind](model)
+
+
+def create(function: str, **settings: Any):
+    """``cvat-cli``'s factory: ``function`` is a function folder (relative to the working directory or to this
+    repository); other parameters set the settings variables of that name before the model is built."""
+    folder = Path(function)
+    if not folder.is_dir() and (ROOT / folder).is_dir():
+        folder = ROOT / folder
+    if not (folder / "function.yaml").is_file():
+        raise ValueError(f"function={function}: not a function folder (no function.yaml)")
+    for name, value in settings.items():
+        if not name.isupper():
+            raise ValueError(f"-p {name}=...: parameters other than function are settings variables (upper case)")
+        os.environ[name] = str(value)
+    return for_model(load_model(folder))
