@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import annotate
 from .config import ROOT, absolute_paths, find_configs
 from .harness import Harness, NotReady, serving
 
@@ -285,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker.add_argument("--random-weights", action="store_true",
                          help="SAM 2: a randomly initialised checkpoint of MODEL_SIZE's architecture")
     tracker.set_defaults(func=lambda a: bench_module("tracker").cmd_bench_tracker(a))
+
+    annotate.add_parser(sub)
 
     replies = sub.add_parser("replies", help="record every function's replies on fixed requests; compare two")
     replies.add_argument("replies_args", nargs=argparse.REMAINDER)

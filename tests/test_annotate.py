@@ -1,0 +1,151 @@
+"""``tools/fn annotate``: a detector over a folder of images, written as a dataset that other tools read back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import datumaro as dm
+import pytest
+
+from tests.conftest import ROOT
+from tests.segmenters import door_of
+from tools.cli import main
+
+FUNCTIONS = ROOT / "functions"
+YOLOX = FUNCTIONS / "onnx" / "megvii" / "yolox" / "nuclio"
+YUNET = FUNCTIONS / "opencv" / "shiqiyu" / "yunet" / "nuclio"
+PPOCR = FUNCTIONS / "onnx" / "paddlepaddle" / "ppocr" / "nuclio"
+
+
+def annotate(function: Path, images: Path, out: Path, fmt: str, *extra: str) -> int:
+    return main(["annotate", str(function), "--images", str(images), "--out", str(out), "--format", fmt, *extra])
+
+
+def test_coco_output_loads_in_pycocotools_with_the_doors_boxes(models_dir, data_dir, tmp_path):
+    from pycocotools.coco import COCO
+
+    assert annotate(YOLOX, data_dir / "images", tmp_path / "out", "coco", "--threshold", "0.3",
+                    "--preview", str(tmp_path / "preview")) == 0
+    coco = COCO(str(tmp_path / "out" / "coco" / "annotations" / "instances_default.json"))
+    names = [coco.cats[i]["name"] for i in sorted(coco.cats)]
+    with door_of(YOLOX) as door:
+        assert names == [label.name for label in door.model.labels]
+        dog = base64.b64encode((data_dir / "images" / "dog.jpg").read_bytes()).decode()
+        expected = door({"image": dog, "threshold": 0.3}).payload
+    (image_id,) = [i for i, image in coco.imgs.items() if image["file_name"] == "dog.jpg"]
+    found = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+    assert [coco.cats[a["category_id"]]["name"] for a in found] == [s["label"] for s in expected]
+    for annotation, shape in zip(found, expected):
+        x, y, w, h = annotation["bbox"]
+        assert [x, y, x + w, y + h] == pytest.approx(shape["points"], abs=0.01)
+    assert len(coco.imgs) == len(list((data_dir / "images").iterdir()))
+    assert sorted(p.name for p in (tmp_path / "preview").iterdir())[:2] == ["astronaut.jpg", "chelsea.jpg"]
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "datumaro"])
+def test_skeletons_and_attributes_import_back_with_nothing_lost(models_dir, data_dir, tmp_path, fmt):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("grace_hopper.png", "page.png"):
+        shutil.copy(data_dir / "images" / name, images / name)
+    for function, name in ((YUNET, "faces"), (PPOCR, "text")):
+        assert annotate(function, images, tmp_path / name, fmt) == 0
+        journal = [json.loads(line) for line in (tmp_path / name / "annotate-journal.jsonl").read_text().splitlines()]
+        written = {e["image"]: len(e["detections"]["class_id"]) for e in journal[1:]}
+        back = dm.Dataset.import_from(str(tmp_path / name / fmt), fmt)
+        labels = back.categories()[dm.AnnotationType.label]
+        counts = {Path(item.id).name: len(item.annotations) for item in back}
+        assert counts == {Path(k).stem: v for k, v in written.items()}
+        annotations = [a for item in back for a in item.annotations]
+        if function is YUNET:
+            (face,) = [a for a in annotations if labels[a.label].name == "face"]
+            (landmarks,) = [a for a in annotations if labels[a.label].name == "face landmarks"]
+            assert face.type == dm.AnnotationType.bbox and landmarks.type == dm.AnnotationType.points
+            assert len(landmarks.points) == 10 and all(v == dm.Points.Visibility.visible for v in landmarks.visibility)
+            assert float(face.attributes["score"]) > 0.9
+        else:
+            texts = sorted(a.attributes["text"] for a in annotations)
+            assert texts == sorted(line["text"] for e in journal[1:] for line in e["detections"]["attributes"])
+            assert "Region-basedsegmentation" in texts
+            assert all(a.type == dm.AnnotationType.polygon and len(a.points) == 8 for a in annotations)
+
+
+def test_masks_import_back(data_dir, tmp_path, monkeypatch):
+    from tools.replies import random_weights
+
+    folder = FUNCTIONS / "pytorch" / "torchvision" / "maskrcnn" / "nuclio"
+    for name, value in random_weights(folder, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(data_dir / "images" / "person.jpg", images / "person.jpg")
+    assert annotate(folder, images, tmp_path / "out", "datumaro", "--threshold", "0.05") == 0
+    journal = [json.loads(line) for line in (tmp_path / "out" / "annotate-journal.jsonl").read_text().splitlines()]
+    masks = journal[1]["detections"]["masks"]
+    (item,) = dm.Dataset.import_from(str(tmp_path / "out" / "datumaro"), "datumaro")
+    assert len(item.annotations) == len(masks) > 0
+    assert all(a.type == dm.AnnotationType.mask for a in item.annotations)
+    assert sum(int(a.image.sum()) for a in item.annotations) == sum(sum(m["rle"][1::2]) for m in masks)
+
+
+def test_unreadable_images_are_reported_and_retried_when_resumed(models_dir, data_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(data_dir / "images" / "dog.jpg", images / "dog.jpg")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    assert annotate(YOLOX, images, tmp_path / "out", "cvat") == 1
+    err = capsys.readouterr().err
+    assert "unreadable: broken.jpg" in err and "1 images" in err
+    shutil.copy(data_dir / "images" / "giraffe.jpg", images / "broken.jpg")  # fixed
+    assert annotate(YOLOX, images, tmp_path / "out", "cvat") == 0
+    err = capsys.readouterr().err
+    assert "resuming: 1 of 2 images are done" in err and "2 images" in err and "1 run now" in err
+
+
+def test_an_interrupted_run_keeps_its_work_and_resumes(models_dir, data_dir, tmp_path, monkeypatch, capsys):
+    from common.models import folder as loading
+
+    calls = []
+    real = loading.load_model
+
+    def interrupting(path, **arguments):
+        model = real(path, **arguments)
+        detect = model.detect
+
+        def counted(image, threshold):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return detect(image, threshold)
+
+        model.detect = counted
+        return model
+
+    monkeypatch.setattr(loading, "load_model", interrupting)
+    assert annotate(YOLOX, data_dir / "images", tmp_path / "out", "datumaro") == 130
+    assert "interrupted: 6 images are not done" in capsys.readouterr().err
+    assert len(dm.Dataset.import_from(str(tmp_path / "out" / "datumaro"), "datumaro")) == 2
+    monkeypatch.setattr(loading, "load_model", real)
+    assert annotate(YOLOX, data_dir / "images", tmp_path / "out", "datumaro") == 0
+    assert "resuming: 2 of 8 images are done" in capsys.readouterr().err
+    assert len(dm.Dataset.import_from(str(tmp_path / "out" / "datumaro"), "datumaro")) == 8
+    with pytest.raises(SystemExit, match="another run"):
+        annotate(YOLOX, data_dir / "images", tmp_path / "out", "datumaro", "--threshold", "0.2")
+
+
+def test_a_video_is_annotated_frame_by_frame(models_dir, data_dir, tmp_path):
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (320, 240))
+    for i in range(3):
+        frame = cv2.imread(str(data_dir / "video" / "tennis" / f"{i:05d}.jpg"))
+        writer.write(cv2.resize(frame, (320, 240)))
+    writer.release()
+    assert main(["annotate", str(YOLOX), "--video", str(video), "--out", str(tmp_path / "out"),
+                 "--format", "yolo"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == [f"frame_{i:06d}.jpg" for i in range(3)]
+    assert (tmp_path / "out" / "yolo" / "obj.names").read_text().splitlines()[0] == "person"
