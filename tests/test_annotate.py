@@ -149,3 +149,42 @@ def test_a_video_is_annotated_frame_by_frame(models_dir, data_dir, tmp_path):
                  "--format", "yolo"]) == 0
     assert sorted(p.name for p in (tmp_path / "out" / "frames").iterdir()) == [f"frame_{i:06d}.jpg" for i in range(3)]
     assert (tmp_path / "out" / "yolo" / "obj.names").read_text().splitlines()[0] == "person"
+
+
+def test_a_served_function_is_called_with_requests_in_flight(models_dir, data_dir, tmp_path):
+    """By name, through the dashboard API as CVAT calls it: the same annotations as the function run here."""
+    from tests.conftest import dashboard_url, running
+
+    with running(YOLOX) as harness:
+        assert main(["annotate", "onnx-megvii-yolox", "--dashboard", dashboard_url(harness), "--jobs", "3",
+                     "--images", str(data_dir / "images"), "--out", str(tmp_path / "served"),
+                     "--format", "datumaro"]) == 0
+    assert annotate(YOLOX, data_dir / "images", tmp_path / "local", "datumaro") == 0
+    served, local = (dm.Dataset.import_from(str(tmp_path / name / "datumaro"), "datumaro") for name in ("served", "local"))
+    assert sorted(item.id for item in served) == sorted(item.id for item in local)
+    for item in local:
+        other = served.get(item.id)
+        assert [a.label for a in other.annotations] == [a.label for a in item.annotations]
+        for a, b in zip(other.annotations, item.annotations):
+            assert a.points == pytest.approx(b.points, abs=0.01)
+            assert float(a.attributes["score"]) == pytest.approx(float(b.attributes["score"]), abs=1e-4)
+
+
+def test_cvat_replies_read_back_into_detections_encode_to_the_same_reply(models_dir, data_dir):
+    from common.doors.cvat.client import detections_from_reply
+    from common.doors.cvat.replies import detector_reply
+
+    for function, image in ((YUNET, "grace_hopper.png"), (PPOCR, "page.png"), (YOLOX, "dog.jpg")):
+        with door_of(function) as door:
+            size = image_size(data_dir / "images" / image)
+            reply = door({"image": base64.b64encode((data_dir / "images" / image).read_bytes()).decode()}).payload
+            found, unknown = detections_from_reply(reply + [{"label": "unicorn", "type": "rectangle",
+                                                             "points": [1, 1, 2, 2]}], door.model.labels, *size)
+            assert unknown == 1 and detector_reply(found, door.model.labels, *size) == reply
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    import PIL.Image
+
+    with PIL.Image.open(path) as image:
+        return image.size

@@ -1,6 +1,7 @@
 """``tools/fn annotate``: run a detector over a folder of images (or a video's frames) and write a dataset.
 
-The detector runs in this process, its :class:`~common.core.results.Detections` go through the dataset door
+The detector runs in this process (a function folder) or is called over HTTP as CVAT calls it (a function
+name at a dashboard, several requests in flight); its :class:`~common.core.results.Detections` go through the dataset door
 (:mod:`common.doors.dataset`) and ``datumaro`` writes them: CVAT for images, COCO (instances, and keypoints
 for skeleton labels), YOLO or Datumaro. Every image's result is appended to ``OUT/annotate-journal.jsonl`` as
 soon as it is known, so an interrupted run (Ctrl-C, a crash) keeps what it did: the same command resumes with
@@ -11,6 +12,7 @@ images and detections of labels the spec does not have are reported, never fatal
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,15 +63,84 @@ def read_journal(path: Path, header: dict) -> dict[str, dict]:
     return {entry["image"]: entry for entry in lines[1:]}
 
 
+class LocalDetector:
+    """A function folder's detector, run in this process."""
+
+    jobs = 1  # one model, one image at a time
+
+    def __init__(self, folder: Path, threshold: float | None):
+        from common.models.folder import load_model
+
+        self.model = load_model(folder)
+        if self.model.kind != "detector":
+            raise SystemExit(f"{self.model.name} is a {self.model.kind}; annotate runs detectors")
+        self.name, self.labels = self.model.name, self.model.labels
+        self.threshold = self.model.default_threshold if threshold is None else threshold
+
+    def __call__(self, data: bytes, name: str):
+        from common.core.image import Image
+
+        image = Image.from_bytes(data, name)
+        return image, self.model.detect(image, self.threshold)
+
+
+class ServedDetector:
+    """A detector served at a Nuclio-style dashboard (``tools/fn serve``, Nuclio), called as CVAT calls it, with
+    ``jobs`` requests in flight; its replies are read back into Detections by the CVAT client door."""
+
+    def __init__(self, name: str, dashboard: str, threshold: float | None, jobs: int, timeout: float):
+        import urllib.error
+        import urllib.request
+
+        from common.core.labels import Labels
+
+        self.dashboard, self.name, self.threshold, self.jobs, self.timeout = dashboard.rstrip("/"), name, threshold, \
+            jobs, timeout
+        try:
+            with urllib.request.urlopen(f"{self.dashboard}/api/functions/{name}", timeout=10) as response:
+                annotations = json.load(response)["metadata"]["annotations"]
+        except (urllib.error.URLError, KeyError, ValueError) as exc:
+            raise SystemExit(f"cannot describe {name} at {self.dashboard}: {exc}") from None
+        if annotations.get("type") != "detector":
+            raise SystemExit(f"{name} is a {annotations.get('type')}; annotate runs detectors")
+        self.labels = Labels.from_spec(json.loads(annotations.get("spec") or "[]"))
+
+    def __call__(self, data: bytes, name: str):
+        import base64
+        import urllib.error
+        import urllib.request
+
+        from common.core.errors import FunctionError
+        from common.core.image import Image
+        from common.doors.cvat.client import detections_from_reply
+
+        image = Image.from_bytes(data, name)  # the header only: the size, and a clear error for a broken file
+        body = {"image": base64.b64encode(data).decode()}
+        if self.threshold is not None:
+            body["threshold"] = self.threshold
+        request = urllib.request.Request(
+            f"{self.dashboard}/api/function_invocations", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "x-nuclio-function-name": self.name, "x-nuclio-path": "/"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                reply = json.load(response)
+        except urllib.error.HTTPError as exc:
+            raise FunctionError(f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise FunctionError(f"{self.dashboard} did not answer: {exc}") from None
+        found, _ = detections_from_reply(reply, self.labels, *image.size)
+        return image, found
+
+
 def cmd_annotate(args) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     import datumaro as dm
     from tqdm import tqdm
 
     from common.core.errors import FunctionError
-    from common.core.image import Image
     from common.doors import dataset
     from common.doors.cvat.replies import detector_reply
-    from common.models.folder import load_model
 
     from .draw import draw_reply
 
@@ -83,12 +154,11 @@ def cmd_annotate(args) -> int:
     if not files:
         print(f"{base}: no images", file=sys.stderr)
         return 2
-    model = load_model(Path(args.function))
-    if model.kind != "detector":
-        print(f"{model.name} is a {model.kind}; annotate runs detectors", file=sys.stderr)
-        return 2
-    threshold = model.default_threshold if args.threshold is None else args.threshold
-    header = {"function": model.name, "threshold": threshold}
+    if Path(args.function).is_dir():
+        detector = LocalDetector(Path(args.function), args.threshold)
+    else:
+        detector = ServedDetector(args.function, args.dashboard, args.threshold, args.jobs, args.timeout)
+    header = {"function": detector.name, "threshold": detector.threshold}
     journal = out / JOURNAL
     entries = read_journal(journal, header)
     todo = [p for p in files if "detections" not in entries.get(p.relative_to(base).as_posix(), {})]
@@ -97,30 +167,34 @@ def cmd_annotate(args) -> int:
         preview.mkdir(parents=True, exist_ok=True)
     if todo and len(todo) < len(files):
         print(f"resuming: {len(files) - len(todo)} of {len(files)} images are done", file=sys.stderr)
+
+    def run(path: Path) -> dict:
+        name = path.relative_to(base).as_posix()
+        try:
+            image, found = detector(path.read_bytes(), name)
+        except (FunctionError, OSError) as exc:
+            return {"image": name, "error": getattr(exc, "message", str(exc))}
+        if preview:
+            import cv2
+
+            reply = detector_reply(found, detector.labels, *image.size)
+            cv2.imwrite(str(preview / (path.stem + ".jpg")), draw_reply(image.rgb, reply, detector.labels))
+        return {"image": name, "size": list(image.size), "detections": dataset.to_json(found)}
+
     interrupted, started = False, time.perf_counter()
-    with journal.open("a") as log, tqdm(total=len(files), initial=len(files) - len(todo), unit="image") as bar:
+    with journal.open("a") as log, tqdm(total=len(files), initial=len(files) - len(todo), unit="image") as bar, \
+            ThreadPoolExecutor(max(1, detector.jobs)) as pool:
         if journal.stat().st_size == 0:
             log.write(json.dumps(header) + "\n")
         try:
-            for path in todo:
-                name = path.relative_to(base).as_posix()
-                try:
-                    image = Image.from_bytes(path.read_bytes(), name)
-                    found = model.detect(image, threshold)
-                    entry = {"image": name, "size": list(image.size), "detections": dataset.to_json(found)}
-                    if preview:
-                        reply = detector_reply(found, model.labels, *image.size)
-                        import cv2
-
-                        cv2.imwrite(str(preview / (path.stem + ".jpg")), draw_reply(image.rgb, reply, model.labels))
-                except (FunctionError, OSError) as exc:
-                    entry = {"image": name, "error": getattr(exc, "message", str(exc))}
-                entries[name] = entry
+            for entry in pool.map(run, todo):  # in order; up to `jobs` images in flight
+                entries[entry["image"]] = entry
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 bar.update()
         except KeyboardInterrupt:
             interrupted = True
+            pool.shutdown(wait=False, cancel_futures=True)
     elapsed = time.perf_counter() - started
 
     items, unknown, count = [], 0, 0
@@ -129,14 +203,15 @@ def cmd_annotate(args) -> int:
         if "detections" not in entry:
             continue
         width, height = entry["size"]
-        found, skipped = dataset.annotations(dataset.from_json(entry["detections"]), model.labels, width, height)
+        found, skipped = dataset.annotations(dataset.from_json(entry["detections"]), detector.labels, width,
+                                              height)
         unknown, count = unknown + skipped, count + len(found)
         media = dm.Image.from_file(str(path), size=(height, width))
         items.append(dm.DatasetItem(id=Path(entry["image"]).with_suffix("").as_posix(), media=media,
                                     annotations=found))
-    data = dm.Dataset.from_iterable(items, categories=dataset.categories(model.labels))
+    data = dm.Dataset.from_iterable(items, categories=dataset.categories(detector.labels))
     kinds = FORMATS[args.format]
-    if args.format == "coco" and not any(label.type == "skeleton" for label in model.labels):
+    if args.format == "coco" and not any(label.type == "skeleton" for label in detector.labels):
         kinds = kinds[:1]
     for kind in kinds:
         # CVAT-for-images and Datumaro datasets are read back with their images (datumaro refuses media paths
@@ -159,7 +234,8 @@ def cmd_annotate(args) -> int:
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("annotate", help="run a detector over a folder of images or a video; write a dataset")
-    parser.add_argument("function", help="a detector's function folder, e.g. functions/onnx/megvii/yolox/nuclio")
+    parser.add_argument("function", help="a detector's function folder (run here, e.g. functions/onnx/megvii/yolox/"
+                                         "nuclio) or the name of a function served at --dashboard")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="a folder of images (searched recursively)")
     source.add_argument("--video", help="a video file; its frames are written to OUT/frames first")
@@ -170,5 +246,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--preview", metavar="DIR", help="also save every image with its detections drawn")
     parser.add_argument("--save-media", action="store_true",
                         help="copy the images into a coco or yolo dataset too (cvat and datumaro always have them)")
+    parser.add_argument("--dashboard", default=os.environ.get("NUCLIO_DASHBOARD_URL", "http://localhost:8070"),
+                        help="where a function given by name is served (tools/fn serve, Nuclio)")
+    parser.add_argument("--jobs", type=int, default=4, help="requests in flight to a served function (4)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per request to a served function")
     parser.set_defaults(func=cmd_annotate)
 

@@ -77,6 +77,7 @@ class Detections:
     """N detections of one image: ``xyxy`` (N, 4) float boxes in image pixels, ``score`` (N,), ``class_id`` (N,)
     ids of the function's spec labels, and optionally per detection a :class:`Mask`, a polygon ((K, 2) floats),
     keypoints (``keypoints`` (N, K, 3): x, y, visible) and ``attributes`` (name → value, e.g. recognised text).
+    A mask or polygon list may hold None for detections that are boxes only.
 
     The order is the model's (best first, as detectors answer); filtering keeps it.
     """

@@ -94,13 +94,13 @@ class DetectionFunction:
                 x, y, outside = keypoint_in_image(x, y, *size, visible=bool(visible > 0))
                 elements.append(cvataa.keypoint(n if sublabel.id is None else sublabel.id, [x, y], outside=outside))
             return cvataa.skeleton(label_id, elements, **extra)
-        if found.masks is not None:
+        if found.masks is not None and found.masks[i] is not None:
             mask = found.masks[i]
             if not mask_to_polygon:
                 return cvataa.mask(label_id, rle_points(mask), **extra)
             polygon = mask.polygon(polygon_epsilon())
             return None if polygon is None else cvataa.polygon(label_id, polygon.ravel().tolist(), **extra)
-        if found.polygons is not None:
+        if found.polygons is not None and found.polygons[i] is not None:
             return cvataa.polygon(label_id, np.asarray(found.polygons[i]).ravel().tolist(), **extra)
         return cvataa.rectangle(label_id, found.xyxy[i].tolist(), **extra)
 

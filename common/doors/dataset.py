@@ -59,11 +59,11 @@ def annotations(detections: Detections, labels: Labels, width: int, height: int)
                 xy += [x, y]
                 visibility.append(Visibility.absent if outside else Visibility.visible)
             found.append(dm.Points(xy, visibility, label=index, attributes=attributes, group=i + 1))
-        elif detections.masks is not None:
+        elif detections.masks is not None and detections.masks[i] is not None:
             mask = detections.masks[i]
             found.append(dm.Mask(lambda mask=mask: mask.full(width, height), label=index, attributes=attributes,
                                  group=i + 1))
-        elif detections.polygons is not None:
+        elif detections.polygons is not None and detections.polygons[i] is not None:
             points = np.asarray(detections.polygons[i], np.float64).ravel().tolist()
             found.append(dm.Polygon(points, label=index, attributes=attributes, group=i + 1))
         else:
@@ -77,10 +77,10 @@ def to_json(detections: Detections) -> dict:
     out: dict[str, Any] = {"xyxy": detections.xyxy.tolist(), "score": detections.score.tolist(),
                            "class_id": detections.class_id.tolist()}
     if detections.masks is not None:
-        out["masks"] = [{"x": m.x, "y": m.y, "shape": list(m.pixels.shape), "rle": rle_encode(m.pixels)}
-                        for m in detections.masks]
+        out["masks"] = [None if m is None else {"x": m.x, "y": m.y, "shape": list(m.pixels.shape),
+                                                "rle": rle_encode(m.pixels)} for m in detections.masks]
     if detections.polygons is not None:
-        out["polygons"] = [np.asarray(p, np.float64).tolist() for p in detections.polygons]
+        out["polygons"] = [None if p is None else np.asarray(p, np.float64).tolist() for p in detections.polygons]
     if detections.keypoints is not None:
         out["keypoints"] = detections.keypoints.tolist()
     if detections.attributes is not None:
@@ -92,9 +92,11 @@ def from_json(data: dict) -> Detections:
     """The inverse of :func:`to_json`."""
     masks = None
     if "masks" in data:
-        masks = [Mask(rle_decode(m["rle"], m["shape"][0] * m["shape"][1]).reshape(m["shape"]), m["x"], m["y"])
-                 for m in data["masks"]]
-    polygons = [np.asarray(p, np.float64) for p in data["polygons"]] if "polygons" in data else None
+        masks = [None if m is None else Mask(rle_decode(m["rle"], m["shape"][0] * m["shape"][1]).reshape(m["shape"]),
+                                              m["x"], m["y"]) for m in data["masks"]]
+    polygons = None
+    if "polygons" in data:
+        polygons = [None if p is None else np.asarray(p, np.float64) for p in data["polygons"]]
     keypoints = np.asarray(data["keypoints"], np.float64) if "keypoints" in data else None
     return Detections(np.asarray(data["xyxy"]).reshape(-1, 4), data["score"], data["class_id"], masks, polygons,
                       keypoints, data.get("attributes"))

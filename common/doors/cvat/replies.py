@@ -32,9 +32,9 @@ def detection_shape(detections: Detections, i: int, label: Label, width: int, he
         elements = [shapes.image_keypoint(sublabel.name, (x, y), width, height, visible=bool(visible > 0))
                     for sublabel, (x, y, visible) in zip(label.sublabels, detections.keypoints[i])]
         return shapes.skeleton(label.name, elements, score, attributes)
-    if detections.masks is not None:
+    if detections.masks is not None and detections.masks[i] is not None:
         return mask_shape(label.name, detections.masks[i], score, attributes)
-    if detections.polygons is not None:
+    if detections.polygons is not None and detections.polygons[i] is not None:
         return shapes.polygon(label.name, detections.polygons[i], score, attributes)
     return shapes.rectangle(label.name, detections.xyxy[i], score, attributes)
 
