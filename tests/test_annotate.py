@@ -73,7 +73,8 @@ def test_skeletons_and_attributes_import_back_with_nothing_lost(models_dir, data
             assert all(a.type == dm.AnnotationType.polygon and len(a.points) == 8 for a in annotations)
 
 
-def test_masks_import_back(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt", ["cvat", "datumaro"])
+def test_masks_import_back(data_dir, tmp_path, monkeypatch, fmt):
     from tools.replies import random_weights
 
     folder = FUNCTIONS / "pytorch" / "torchvision" / "maskrcnn" / "nuclio"
@@ -82,10 +83,10 @@ def test_masks_import_back(data_dir, tmp_path, monkeypatch):
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(data_dir / "images" / "person.jpg", images / "person.jpg")
-    assert annotate(folder, images, tmp_path / "out", "datumaro", "--threshold", "0.05") == 0
+    assert annotate(folder, images, tmp_path / "out", fmt, "--threshold", "0.05") == 0
     journal = [json.loads(line) for line in (tmp_path / "out" / "annotate-journal.jsonl").read_text().splitlines()]
     masks = journal[1]["detections"]["masks"]
-    (item,) = dm.Dataset.import_from(str(tmp_path / "out" / "datumaro"), "datumaro")
+    (item,) = dm.Dataset.import_from(str(tmp_path / "out" / fmt), fmt)
     assert len(item.annotations) == len(masks) > 0
     assert all(a.type == dm.AnnotationType.mask for a in item.annotations)
     assert sum(int(a.image.sum()) for a in item.annotations) == sum(sum(m["rle"][1::2]) for m in masks)

@@ -113,7 +113,7 @@ def random_env(tmp_path_factory):
 
 
 @pytest.mark.parametrize("path", ["pytorch/torchvision/maskrcnn", "pytorch/torchvision/keypointrcnn",
-                                  "pytorch/torchvision/fasterrcnn"])
+                                  "pytorch/torchvision/fasterrcnn", "pytorch/torchvision/retinanet"])
 def test_torchvision_detectors_with_random_weights(data_dir, random_env, monkeypatch, path):
     env = random_env(path)
     image = data_dir / "images" / "person.jpg"
