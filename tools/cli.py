@@ -70,6 +70,11 @@ def cmd_serve(args) -> int:
         config = runtime.config
         print(f"{runtime.name:40} {config.kind:11} {runtime.state:9} {config.workers:<7} "
               f"http://{host}:{runtime.http_port}/" + (f"  ({runtime.message})" if runtime.message else ""))
+    detectors = [r for r in harness.functions.values() if r.config.kind == "detector"]
+    if detectors:
+        print("\nV7 Darwin (Bring Your Own Model) endpoints of the detectors (see the README's V7 section):")
+        for runtime in detectors:
+            print(f"  {runtime.name:38} http://{host}:{runtime.http_port}/infer  (classes: /classes)")
     first = next(iter(harness.functions.values()))
     print(
         "\nTry it (the body goes through stdin: base64 images are too long for a command line):\n"

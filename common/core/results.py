@@ -46,19 +46,30 @@ class Mask:
         out[ytl:ybr + 1, xtl:xbr + 1] = self.pixels
         return out
 
-    def polygon(self, epsilon: float) -> np.ndarray | None:
-        """The largest outer contour in image pixels as (N, 2) floats, simplified by ``epsilon`` pixels
-        (Douglas-Peucker; 0 keeps every vertex); None when it has fewer than 3 points."""
+    def _contours(self) -> list[np.ndarray]:
         padded = cv2.copyMakeBorder(self.pixels.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
         contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
                                        offset=(self.x - 1, self.y - 1))
-        if not contours:
-            return None
-        contour = max(contours, key=cv2.contourArea)
+        return list(contours)
+
+    @staticmethod
+    def _simplified(contour: np.ndarray, epsilon: float) -> np.ndarray | None:
         if epsilon > 0:
             contour = cv2.approxPolyDP(contour, epsilon, True)
         contour = contour.reshape(-1, 2).astype(np.float64)
         return contour if len(contour) >= 3 else None
+
+    def polygon(self, epsilon: float) -> np.ndarray | None:
+        """The largest outer contour in image pixels as (N, 2) floats, simplified by ``epsilon`` pixels
+        (Douglas-Peucker; 0 keeps every vertex); None when it has fewer than 3 points."""
+        contours = self._contours()
+        return self._simplified(max(contours, key=cv2.contourArea), epsilon) if contours else None
+
+    def polygons(self, epsilon: float) -> list[np.ndarray]:
+        """Every outer contour (largest first) with at least 3 points after simplification, for formats that
+        have polygons but no masks."""
+        found = (self._simplified(c, epsilon) for c in sorted(self._contours(), key=cv2.contourArea, reverse=True))
+        return [polygon for polygon in found if polygon is not None]
 
 
 def keypoint_in_image(x: float, y: float, width: int, height: int, visible: bool = True) -> tuple[float, float, bool]:

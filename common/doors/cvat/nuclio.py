@@ -23,7 +23,9 @@ from typing import Any, Callable
 import nuclio_sdk
 
 from common.core.errors import FunctionError, RequestError
+from common.doors import v7
 from common.doors.cvat.door import Door, door_for
+from common.doors.v7 import V7Door
 from common.models.base import Model
 
 JSON = "application/json"
@@ -70,13 +72,38 @@ def handle_event(context: Any, door: Door, event: Any) -> nuclio_sdk.Response:
         return json_response(context, {"error": INTERNAL_ERROR.format(type(exc).__name__)}, 500)
 
 
+def handle_v7(context: Any, door: V7Door | None, call: str, event: Any) -> nuclio_sdk.Response:
+    """A V7 Darwin call (``GET /classes``, ``POST /infer``): V7's replies and V7's failure form."""
+    try:
+        if door is None:
+            raise FunctionError("V7 calls detectors only; this function is not one", 404)
+        door.authorize(getattr(event, "headers", None) or {})
+        method = str(getattr(event, "method", "POST") or "POST").upper()
+        if call == "classes":
+            return json_response(context, door.classes())
+        if method != "POST":
+            raise FunctionError("V7's /infer takes POST", 405)
+        return json_response(context, door.infer(decode_body(event.body)))
+    except FunctionError as exc:
+        return json_response(context, v7.failed(exc.message), exc.status)
+    except Exception as exc:  # never send a traceback to the client
+        context.logger.error_with("unhandled error in V7 call", error=repr(exc), traceback=traceback.format_exc())
+        return json_response(context, v7.failed(INTERNAL_ERROR.format(type(exc).__name__)), 500)
+
+
 def make_entry(model_cls: type[Model]) -> tuple[Callable, Callable]:
-    """Nuclio's ``(init_context, handler)`` pair for ``model_cls``."""
+    """Nuclio's ``(init_context, handler)`` pair for ``model_cls``: V7's paths go to the V7 door (detectors),
+    every other call to CVAT's."""
 
     def init_context(context):
-        context.user_data.door = door_for(model_cls(log=context.logger.warn))
+        model = model_cls(log=context.logger.warn)
+        context.user_data.door = door_for(model)
+        context.user_data.v7 = V7Door(model) if model.kind == "detector" else None
 
     def handler(context, event):
+        call = v7.route(getattr(event, "path", "/"))
+        if call is not None:
+            return handle_v7(context, context.user_data.v7, call, event)
         return handle_event(context, context.user_data.door, event)
 
     return init_context, handler
