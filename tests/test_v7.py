@@ -198,3 +198,22 @@ def test_other_kinds_have_no_v7_route():
     with running(FUNCTIONS / "opencv" / "opencv" / "grabcut" / "nuclio") as harness:
         code, _, reply = http("POST", function_url(harness) + "infer", {"image": {"base64": "x"}})
     assert code == 404 and reply["status"] == "failed" and "detectors only" in reply["error"]
+
+
+def test_mask_rcnn_masks_through_infer(data_dir, tmp_path, monkeypatch):
+    """Random weights, a low V7_THRESHOLD: every instance mask becomes polygons of its outer contours."""
+    from tools.replies import random_weights
+
+    folder = FUNCTIONS / "pytorch" / "torchvision" / "maskrcnn" / "nuclio"
+    env = {**random_weights(folder, tmp_path), "V7_THRESHOLD": "0.05", "DETECTIONS_PER_IMAGE": "10"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    image = b64(data_dir / "images" / "person.jpg")
+    with running(folder, timeout=300) as harness:
+        url = function_url(harness)
+        reply = infer(url, {"image": {"base64": image}})
+        cvat = http("POST", url, {"image": image, "threshold": 0.05})[2]
+    assert cvat and all(s["type"] == "mask" for s in cvat)
+    assert all("polygon" in r for r in reply["results"])
+    assert {r["name"] for r in reply["results"]} == {s["label"] for s in cvat}
+    assert len(reply["results"]) >= len(cvat)  # one result per outer contour, at least one per instance
