@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ def answer_all(door) -> None:
         for body in bodies(door.kind, width, height):
             reply = door(body)
             assert reply.payload is not None, (width, height)
+            json.dumps(reply.payload, allow_nan=False)  # finite numbers only: NaN is not JSON
 
 
 @pytest.mark.parametrize("folder", ["onnx/megvii/yolox", "opencv/shiqiyu/yunet", "opencv/opencv/grabcut",

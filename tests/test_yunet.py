@@ -63,3 +63,31 @@ def test_any_size_and_aspect_ratio(yunet, data_dir, size):
     x0, y0, x1, y1 = FACES["astronaut.png"]
     truth = (offset[0] + x0 * scale, y0 * scale, offset[0] + x1 * scale, y1 * scale)
     assert box_iou(box, truth) > 0.6, (box, truth)
+
+
+def test_faces_at_infinite_coordinates_are_dropped(models_dir):
+    """OpenCV's YuNet can report a "face" at ±inf on degenerate frames (a 4000×1 image): it must not reach
+    the reply, whose numbers must all be finite JSON."""
+    import json
+
+    import numpy as np
+
+    from tests.segmenters import door_of
+
+    real = np.array([[10, 5, 20, 20, *([15.0] * 10), 0.9]], np.float32)
+    garbage = np.array([[-4e17, -np.inf, 0, np.inf, *([0.0] * 10), 1.0]], np.float32)
+
+    class Reported:  # what FaceDetectorYN.detect reported on such a frame, beside a real face
+        def setInputSize(self, size):
+            pass
+
+        def detect(self, image):
+            return 1, np.concatenate([real, garbage])
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(buffer, format="PNG")
+    with door_of(YUNET) as door:
+        door.model.detector = Reported()
+        reply = door({"image": base64.b64encode(buffer.getvalue()).decode()}).payload
+    json.dumps(reply, allow_nan=False)
+    assert [s["type"] for s in reply] == ["rectangle", "skeleton"] and reply[0]["points"] == [10.0, 5.0, 30.0, 25.0]

@@ -57,7 +57,8 @@ class ModelHandler(Detector):
         _, faces = self.detector.detect(bgr)
         if faces is None:
             return np.zeros((0, 15), np.float32)
-        faces = faces[faces[:, 14] >= threshold]
+        # on degenerate inputs (a 4000×1 image) YuNet can report a face at infinite coordinates: not a face
+        faces = faces[np.isfinite(faces).all(axis=1) & (faces[:, 14] >= threshold)]
         faces[:, 0:14:2] *= width / size[0]  # x, w and the landmarks' x
         faces[:, 1:14:2] *= height / size[1]  # y, h and the landmarks' y
         return faces
