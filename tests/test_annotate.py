@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import datumaro as dm
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, b64_file
 from tests.segmenters import door_of
 from tools.cli import main
 
@@ -33,7 +32,7 @@ def test_coco_output_loads_in_pycocotools_with_the_doors_boxes(models_dir, data_
     names = [coco.cats[i]["name"] for i in sorted(coco.cats)]
     with door_of(YOLOX) as door:
         assert names == [label.name for label in door.model.labels]
-        dog = base64.b64encode((data_dir / "images" / "dog.jpg").read_bytes()).decode()
+        dog = b64_file(data_dir / "images" / "dog.jpg")
         expected = door({"image": dog, "threshold": 0.3}).payload
     (image_id,) = [i for i, image in coco.imgs.items() if image["file_name"] == "dog.jpg"]
     found = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
@@ -178,7 +177,7 @@ def test_cvat_replies_read_back_into_detections_encode_to_the_same_reply(models_
     for function, image in ((YUNET, "grace_hopper.png"), (PPOCR, "page.png"), (YOLOX, "dog.jpg")):
         with door_of(function) as door:
             size = image_size(data_dir / "images" / image)
-            reply = door({"image": base64.b64encode((data_dir / "images" / image).read_bytes()).decode()}).payload
+            reply = door({"image": b64_file(data_dir / "images" / image)}).payload
             found, unknown = detections_from_reply(reply + [{"label": "unicorn", "type": "rectangle",
                                                              "points": [1, 1, 2, 2]}], door.model.labels, *size)
             assert unknown == 1 and detector_reply(found, door.model.labels, *size) == reply

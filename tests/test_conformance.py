@@ -4,7 +4,6 @@ through the CVAT door passes the protocol checks of ../shared/docs/cvat-protocol
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import re
 from pathlib import Path
@@ -17,7 +16,7 @@ from common.models.base import Detector, Interactor
 from common.models.folder import load_module
 from common.models.reid import Reidentifier
 from common.models.tracking import Tracker
-from tests.conftest import ROOT, documented_variables
+from tests.conftest import ROOT, b64_file, documented_variables
 from tests.protocol import check_detector_reply, check_interactor_reply, check_reid_reply, check_tracker_reply
 from tests.segmenters import door_of
 
@@ -82,9 +81,6 @@ def test_a_gpu_served_function_reads_its_gpu_yaml(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- replies through the CVAT door
 
-def b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
 def test_a_reply_through_the_cvat_door_passes_the_protocol_checks(folder, models_dir, data_dir, redis_server,
@@ -92,7 +88,7 @@ def test_a_reply_through_the_cvat_door_passes_the_protocol_checks(folder, models
     from tools.replies import random_weights
 
     env = {**redis_server.env(), **random_weights(folder, tmp_path)}
-    dog = b64(data_dir / "images" / "dog.jpg")
+    dog = b64_file(data_dir / "images" / "dog.jpg")
     width, height = 768, 576
     with door_of(folder, **env) as door:
         model = door.model
@@ -136,7 +132,7 @@ def test_a_new_door_is_a_small_converter_from_our_results(models_dir, data_dir):
     folder = ROOT / "functions" / "onnx" / "megvii" / "yolox" / "nuclio"
     toy = ToyDoor(folder)(data_dir / "images" / "dog.jpg", 0.3)
     with door_of(folder) as door:
-        cvat = door({"image": b64(data_dir / "images" / "dog.jpg"), "threshold": 0.3}).payload
+        cvat = door({"image": b64_file(data_dir / "images" / "dog.jpg"), "threshold": 0.3}).payload
     assert len(toy) == len(cvat) >= 3
     for ours, theirs in zip(toy, cvat):
         assert ours["class"] == theirs["label"] and f"{ours['score']:.4f}" == theirs["confidence"]

@@ -5,7 +5,6 @@ shapes as the Nuclio door."""
 
 from __future__ import annotations
 
-import base64
 import copy
 import logging
 from pathlib import Path
@@ -21,7 +20,7 @@ from cvat_sdk.masks import decode_mask, encode_mask
 
 from common.doors.cvat.shapes import from_cvat_mask, from_cvat_rle
 from common.doors.cvat_sdk import create
-from tests.conftest import ROOT
+from tests.conftest import ROOT, b64_file
 from tests.segmenters import door_of
 
 FUNCTIONS = ROOT / "functions"
@@ -59,9 +58,6 @@ def mapped(function, shapes, conv_mask_to_poly: bool = False) -> list:
     return remapped
 
 
-def b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
 
 def detect(function, image: Path, threshold: float | None = None, to_polygons: bool = False) -> list:
     context = _DetectionFunctionContextImpl(frame_name=image.name, conf_threshold=threshold,
@@ -88,7 +84,7 @@ def test_detectors_with_real_weights_give_the_nuclio_doors_shapes(models_dir, da
     shapes = detect(function, data_dir / "images" / image, threshold)
     remapped = mapped(function, shapes)
     with door_of(folder(path)) as door:
-        body = {"image": b64(data_dir / "images" / image)}
+        body = {"image": b64_file(data_dir / "images" / image)}
         cvat = door({**body, "threshold": threshold} if threshold else body).payload
     names = {label.id: label.name for label in function.spec.labels}
     assert [names[s.label_id] for s in shapes] == [s["label"] for s in cvat] and shapes
@@ -123,7 +119,7 @@ def test_torchvision_detectors_with_random_weights(data_dir, random_env, monkeyp
     shapes = detect(function, image, 0.05)
     mapped(function, shapes)
     with door_of(folder(path), **env) as door:
-        cvat = door({"image": b64(image), "threshold": 0.05}).payload
+        cvat = door({"image": b64_file(image), "threshold": 0.05}).payload
     assert len(shapes) == len(cvat) > 0
     width, height = PIL.Image.open(image).size
     for ours, theirs in zip(shapes, cvat):
@@ -164,7 +160,7 @@ def test_interactors_give_the_nuclio_doors_mask_and_encode_once(data_dir, random
         assert len(runs) == 1, "clicks after preprocess_image cost only the decoder"
     with door_of(folder(path), **env) as door:
         for ask, shapes in zip(asks, results):
-            body = {"image": b64(image), "pos_points": [list(p) for p in ask.pos_points],
+            body = {"image": b64_file(image), "pos_points": [list(p) for p in ask.pos_points],
                     "neg_points": [list(p) for p in ask.neg_points],
                     "obj_bbox": [list(c) for c in ask.bounding_box] if ask.bounding_box else None}
             (theirs,) = door(body).payload["shapes"]
@@ -195,11 +191,11 @@ def test_trackers_follow_as_the_nuclio_door_does(models_dir, data_dir, random_en
     ours = [function.track(None, function.preprocess_image(None, PIL.Image.open(tennis(data_dir, i))), state)
             for i in (1, 2, 3)]
     with door_of(folder(path), **env) as door:
-        reply = door({"image": b64(tennis(data_dir, 0)), "shapes": [{"type": "rectangle", "points": box}],
+        reply = door({"image": b64_file(tennis(data_dir, 0)), "shapes": [{"type": "rectangle", "points": box}],
                       "states": []}).payload
         theirs = []
         for i in (1, 2, 3):
-            reply = door({"image": b64(tennis(data_dir, i)), "shapes": [None], "states": reply["states"]}).payload
+            reply = door({"image": b64_file(tennis(data_dir, i)), "shapes": [None], "states": reply["states"]}).payload
             theirs.append(reply["shapes"][0])
     assert [(s.type, s.points) for s in ours] == [(s["type"], s["points"]) for s in theirs]
 

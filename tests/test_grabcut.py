@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from common.doors.cvat.shapes import from_cvat_rle
-from tests.conftest import ROOT, function_url, http, mask_iou
+from tests.conftest import ROOT, b64_file, function_url, http, mask_iou
 
 GRABCUT = ROOT / "functions" / "opencv" / "opencv" / "grabcut" / "nuclio"
 
@@ -113,7 +113,7 @@ def test_an_answer_does_not_depend_on_earlier_requests(data_dir):
     """OpenCV's random generator seeds GrabCut's colour models; each request starts it afresh."""
     from tests.segmenters import door_of
 
-    image = base64.b64encode((data_dir / "images" / "dog.jpg").read_bytes()).decode()
+    image = b64_file(data_dir / "images" / "dog.jpg")
     asks = [{"image": image, "pos_points": [[380, 300]]},
             {"image": image, "pos_points": [[220, 400]], "neg_points": [[700, 80]]},
             {"image": image, "pos_points": [[220, 400]], "obj_bbox": [[120, 200], [330, 540]]}]

@@ -7,12 +7,11 @@ import base64
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import jsonschema
 import pytest
 
-from tests.conftest import ROOT, function_url, http, running
+from tests.conftest import ROOT, b64_file, function_url, http, running
 from tests.segmenters import door_of
 
 FUNCTIONS = ROOT / "functions"
@@ -48,9 +47,6 @@ RESPONSE = {
 }
 
 
-def b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
 
 def infer(url: str, body: dict, headers: dict | None = None, status: int = 200) -> dict:
     code, _, reply = http("POST", url + "infer", body, headers)
@@ -65,10 +61,10 @@ def test_infer_follows_v7s_schema_and_finds_what_cvat_gets(models_dir, data_dir,
     folder = FUNCTIONS / path / "nuclio"
     with running(folder) as harness:
         url = function_url(harness)
-        reply = infer(url, {"image": {"base64": b64(data_dir / "images" / image)}, "model": "ignored"})
+        reply = infer(url, {"image": {"base64": b64_file(data_dir / "images" / image)}, "model": "ignored"})
         code, _, listed = http("GET", url + "classes")
         assert code == 200 and http("GET", url + "api/classes")[2] == listed
-        code, _, cvat = http("POST", url, {"image": b64(data_dir / "images" / image)})  # CVAT's call, unchanged
+        code, _, cvat = http("POST", url, {"image": b64_file(data_dir / "images" / image)})  # CVAT's call, unchanged
     assert code == 200 and reply["status"] == "succeeded"
     with door_of(folder) as door:
         assert [c["name"] for c in listed] == [label.name for label in door.model.labels]
@@ -170,7 +166,7 @@ def test_an_oversized_image_url_is_cut_off(models_dir, image_server):
 
 
 def test_authentication_when_configured(models_dir, data_dir, monkeypatch):
-    body = {"image": {"base64": b64(data_dir / "images" / "dog.jpg")}}
+    body = {"image": {"base64": b64_file(data_dir / "images" / "dog.jpg")}}
     monkeypatch.setenv("V7_BASIC_AUTH", "v7:s3cret")
     monkeypatch.setenv("V7_SECRET_HEADER", "X-V7-Key")
     monkeypatch.setenv("V7_SECRET", "abc")
@@ -208,7 +204,7 @@ def test_mask_rcnn_masks_through_infer(data_dir, tmp_path, monkeypatch):
     env = {**random_weights(folder, tmp_path), "V7_THRESHOLD": "0.05", "DETECTIONS_PER_IMAGE": "10"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    image = b64(data_dir / "images" / "person.jpg")
+    image = b64_file(data_dir / "images" / "person.jpg")
     with running(folder, timeout=300) as harness:
         url = function_url(harness)
         reply = infer(url, {"image": {"base64": image}})

@@ -135,6 +135,7 @@ class ServedDetector:
 def cmd_annotate(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
+    import cv2
     import datumaro as dm
     from tqdm import tqdm
 
@@ -175,8 +176,6 @@ def cmd_annotate(args) -> int:
         except (FunctionError, OSError) as exc:
             return {"image": name, "error": getattr(exc, "message", str(exc))}
         if preview:
-            import cv2
-
             reply = detector_reply(found, detector.labels, *image.size)
             cv2.imwrite(str(preview / (path.stem + ".jpg")), draw_reply(image.rgb, reply, detector.labels))
         return {"image": name, "size": list(image.size), "detections": dataset.to_json(found)}

@@ -90,6 +90,10 @@ class Labels:
             return self.by_id.get(int(class_id))
         return self.items[class_id] if 0 <= class_id < len(self.items) else None
 
+    def id_of(self, label: Label) -> int:
+        """The class id of a spec label: its ``id``, else its position (the inverse of :meth:`label_of`)."""
+        return label.id if label.id is not None else self.items.index(label)
+
     def name_of(self, class_id: int) -> str:
         """The label name for a model class index: the spec item with that ``id``, else by position."""
         label = self.by_id.get(class_id)

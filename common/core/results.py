@@ -9,10 +9,13 @@ what their objects cover, not a hundred frames.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from common.core.labels import Label, Labels
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,27 @@ class Detections:
     def best_first(self) -> "Detections":
         """Sorted by score, highest first (ties keep their order)."""
         return self[np.argsort(-self.score, kind="stable")]
+
+    def labelled(self, labels: "Labels") -> list[tuple[int, "Label"]]:
+        """(index, spec label) of the detections whose class id is a label of the spec, in order."""
+        found = ((i, labels.label_of(int(class_id))) for i, class_id in enumerate(self.class_id))
+        return [(i, label) for i, label in found if label is not None]
+
+    def geometry(self, i: int, label: "Label") -> str:
+        """What detection ``i`` is for a door: ``skeleton`` (a skeleton label with keypoints), ``mask``,
+        ``polygon`` or ``box``."""
+        if label.type == "skeleton" and self.keypoints is not None:
+            return "skeleton"
+        if self.masks is not None and self.masks[i] is not None:
+            return "mask"
+        if self.polygons is not None and self.polygons[i] is not None:
+            return "polygon"
+        return "box"
+
+    def keypoints_in_image(self, i: int, width: int, height: int) -> list[tuple[float, float, bool]]:
+        """Detection ``i``'s keypoints clamped into the image, each with whether it is outside (off the image or
+        not visible)."""
+        return [keypoint_in_image(x, y, width, height, bool(visible > 0)) for x, y, visible in self.keypoints[i]]
 
     def clip(self, width: int, height: int) -> "Detections":
         """Boxes clipped to the image ``[0, width] × [0, height]``."""

@@ -29,10 +29,10 @@ from cvat_sdk import models
 from common.core.errors import RequestError
 from common.core.image import Image
 from common.core.labels import Attribute, Label
-from common.core.results import Detections, keypoint_in_image
+from common.core.results import Detections
 from common.core.settings import polygon_epsilon
 from common.doors.cvat.replies import tracker_points
-from common.doors.cvat.request import clip_box, point_in_image, tracked_shape
+from common.doors.cvat.request import clip_box, points_list, tracked_shape
 from common.doors.cvat.shapes import attribute_value, rle_points
 from common.models.base import Detector, Interactor, Model, Prompt
 from common.models.folder import load_model
@@ -48,9 +48,8 @@ def attribute_spec(attribute: Attribute, index: int) -> models.AttributeRequest:
     return cvataa.attribute_spec(attribute.name, index, attribute.input_type, list(attribute.values))
 
 
-def label_spec(label: Label, index: int) -> models.PatchedLabelRequest:
+def label_spec(label: Label, label_id: int) -> models.PatchedLabelRequest:
     """A spec label with its attributes (ids: their positions) and a skeleton's keypoints."""
-    label_id = index if label.id is None else label.id
     attributes = [attribute_spec(a, i) for i, a in enumerate(label.attributes)]
     if label.type == "skeleton":
         keypoints = [cvataa.keypoint_spec(s.name, i if s.id is None else s.id) for i, s in enumerate(label.sublabels)]
@@ -65,42 +64,39 @@ class DetectionFunction:
 
     def __init__(self, model: Detector):
         self.model = model
-        self.spec = cvataa.DetectionFunctionSpec(labels=[label_spec(l, i) for i, l in enumerate(model.labels)])
+        self.spec = cvataa.DetectionFunctionSpec(labels=[label_spec(l, model.labels.id_of(l)) for l in model.labels])
 
     def detect(self, context: cvataa.DetectionFunctionContext,
                image: PIL.Image.Image) -> list[models.LabeledShapeRequest]:
         picture = Image.from_pil(image)
         threshold = self.model.default_threshold if context.conf_threshold is None else context.conf_threshold
         found = self.model.detect(picture, threshold)
-        shapes = []
-        for i, class_id in enumerate(found.class_id):
-            label = self.model.labels.label_of(int(class_id))
-            if label is not None:
-                shapes.append(self.shape(found, i, label, picture.size, context.conv_mask_to_poly))
+        shapes = [self.shape(found, i, label, picture.size, context.conv_mask_to_poly)
+                  for i, label in found.labelled(self.model.labels)]
         return [shape for shape in shapes if shape is not None]
 
     def shape(self, found: Detections, i: int, label: Label, size: tuple[int, int],
               mask_to_polygon: bool) -> models.LabeledShapeRequest | None:
         """Detection ``i`` as the SDK's shape of its label's type, with the spec's ids."""
-        label_id = label.id if label.id is not None else self.model.labels.items.index(label)
+        label_id = self.model.labels.id_of(label)
         extra: dict[str, Any] = {}
         if found.attributes is not None and found.attributes[i]:
             ids = {a.name: n for n, a in enumerate(label.attributes)}
             extra["attributes"] = [models.AttributeValRequest(spec_id=ids[name], value=attribute_value(value))
                                    for name, value in found.attributes[i].items() if name in ids]
-        if label.type == "skeleton" and found.keypoints is not None:
-            elements = []
-            for n, (sublabel, (x, y, visible)) in enumerate(zip(label.sublabels, found.keypoints[i])):
-                x, y, outside = keypoint_in_image(x, y, *size, visible=bool(visible > 0))
-                elements.append(cvataa.keypoint(n if sublabel.id is None else sublabel.id, [x, y], outside=outside))
+        geometry = found.geometry(i, label)
+        if geometry == "skeleton":
+            elements = [cvataa.keypoint(n if sublabel.id is None else sublabel.id, [x, y], outside=outside)
+                        for n, (sublabel, (x, y, outside))
+                        in enumerate(zip(label.sublabels, found.keypoints_in_image(i, *size)))]
             return cvataa.skeleton(label_id, elements, **extra)
-        if found.masks is not None and found.masks[i] is not None:
+        if geometry == "mask":
             mask = found.masks[i]
             if not mask_to_polygon:
                 return cvataa.mask(label_id, rle_points(mask), **extra)
             polygon = mask.polygon(polygon_epsilon())
             return None if polygon is None else cvataa.polygon(label_id, polygon.ravel().tolist(), **extra)
-        if found.polygons is not None and found.polygons[i] is not None:
+        if geometry == "polygon":
             return cvataa.polygon(label_id, np.asarray(found.polygons[i]).ravel().tolist(), **extra)
         return cvataa.rectangle(label_id, found.xyxy[i].tolist(), **extra)
 
@@ -130,16 +126,12 @@ class InteractionFunction:
     def detect(self, context: cvataa.InteractionFunctionContext, pp_image: Image,
                prompts: cvataa.InteractionPrompts) -> list[cvataa.InteractionResultShape]:
         size = pp_image.size
-
-        def points(values, name: str) -> np.ndarray:
-            found = [point_in_image(p, f"{name}[{i}]", size) for i, p in enumerate(values)]
-            return np.asarray(found, np.float64).reshape(-1, 2)
-
+        clicks = {"pos_points": list(prompts.pos_points), "neg_points": list(prompts.neg_points)}
         box = None
         if prompts.bounding_box is not None:
             (x1, y1), (x2, y2) = prompts.bounding_box
             box = clip_box((x1, y1, x2, y2), "bounding_box", size)
-        prompt = Prompt(points(prompts.pos_points, "pos_points"), points(prompts.neg_points, "neg_points"), box)
+        prompt = Prompt(points_list(clicks, "pos_points", size, True), points_list(clicks, "neg_points", size, True), box)
         region = self.model.segment(pp_image, prompt)
         if region is None or region.mask is None:
             return []

@@ -16,7 +16,7 @@ import datumaro as dm
 import numpy as np
 
 from common.core.labels import Labels
-from common.core.results import Detections, Mask, keypoint_in_image
+from common.core.results import Detections, Mask
 from common.doors.cvat.shapes import rle_decode, rle_encode
 
 Visibility = dm.Points.Visibility
@@ -41,35 +41,32 @@ def categories(labels: Labels) -> dict:
 
 def annotations(detections: Detections, labels: Labels, width: int, height: int) -> tuple[list, int]:
     """Datumaro annotations of the detections whose label is in the spec, and how many were not."""
-    found, unknown = [], 0
+    found = []
     positions = {label.name: index for index, label in enumerate(labels)}
-    for i, class_id in enumerate(detections.class_id):
-        label = labels.label_of(int(class_id))
-        if label is None:
-            unknown += 1
-            continue
+    labelled = detections.labelled(labels)
+    for i, label in labelled:
         index = positions[label.name]
         attributes: dict[str, Any] = {SCORE: float(detections.score[i])}
         if detections.attributes is not None:
             attributes.update(detections.attributes[i])
-        if label.type == "skeleton" and detections.keypoints is not None:
+        geometry = detections.geometry(i, label)
+        if geometry == "skeleton":
             xy, visibility = [], []
-            for x, y, visible in detections.keypoints[i]:
-                x, y, outside = keypoint_in_image(x, y, width, height, bool(visible > 0))
+            for x, y, outside in detections.keypoints_in_image(i, width, height):
                 xy += [x, y]
                 visibility.append(Visibility.absent if outside else Visibility.visible)
             found.append(dm.Points(xy, visibility, label=index, attributes=attributes, group=i + 1))
-        elif detections.masks is not None and detections.masks[i] is not None:
+        elif geometry == "mask":
             mask = detections.masks[i]
             found.append(dm.Mask(lambda mask=mask: mask.full(width, height), label=index, attributes=attributes,
                                  group=i + 1))
-        elif detections.polygons is not None and detections.polygons[i] is not None:
+        elif geometry == "polygon":
             points = np.asarray(detections.polygons[i], np.float64).ravel().tolist()
             found.append(dm.Polygon(points, label=index, attributes=attributes, group=i + 1))
         else:
             x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])
             found.append(dm.Bbox(x1, y1, x2 - x1, y2 - y1, label=index, attributes=attributes, group=i + 1))
-    return found, unknown
+    return found, len(detections) - len(labelled)
 
 
 def to_json(detections: Detections) -> dict:

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 from common.core.errors import FunctionError, RequestError
 from common.core.image import Image
 from common.core.labels import Label, Labels
-from common.core.results import Detections, keypoint_in_image
+from common.core.results import Detections
 from common.core.settings import Settings, polygon_epsilon, setting
 from common.models.base import Detector
 
@@ -77,10 +77,7 @@ def _path(points) -> dict:
 def results(detections: Detections, labels: Labels, width: int, height: int) -> list[dict]:
     """V7 results of the detections whose label is in the spec, in the detections' order."""
     found = []
-    for i, class_id in enumerate(detections.class_id):
-        label = labels.label_of(int(class_id))
-        if label is None:
-            continue
+    for i, label in detections.labelled(labels):
         score = float(detections.score[i])
         extras: dict[str, Any] = {}
         for name, value in (detections.attributes[i] if detections.attributes is not None else {}).items():
@@ -88,16 +85,15 @@ def results(detections: Detections, labels: Labels, width: int, height: int) -> 
                 extras["text"] = {"text": str(value)}
             else:
                 extras.setdefault("attributes", []).append(str(value))
-        if label.type == "skeleton" and detections.keypoints is not None:
-            nodes = []
-            for sublabel, (x, y, visible) in zip(label.sublabels, detections.keypoints[i]):
-                x, y, outside = keypoint_in_image(x, y, width, height, bool(visible > 0))
-                nodes.append({"name": sublabel.name, "x": x, "y": y, "occluded": outside})
+        geometry = detections.geometry(i, label)
+        if geometry == "skeleton":
+            nodes = [{"name": sublabel.name, "x": x, "y": y, "occluded": outside} for sublabel, (x, y, outside)
+                     in zip(label.sublabels, detections.keypoints_in_image(i, width, height))]
             found.append(_result(label, score, {"skeleton": {"nodes": nodes}}, extras))
-        elif detections.masks is not None and detections.masks[i] is not None:
+        elif geometry == "mask":
             for polygon in detections.masks[i].polygons(polygon_epsilon()):  # V7 has no masks
                 found.append(_result(label, score, _path(polygon), extras))
-        elif detections.polygons is not None and detections.polygons[i] is not None:
+        elif geometry == "polygon":
             found.append(_result(label, score, _path(detections.polygons[i]), extras))
         else:
             x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])

@@ -23,8 +23,7 @@ def detections_from_reply(reply: list[dict], labels: Labels, width: int, height:
         if label is None:
             unknown += 1
             continue
-        class_id = label.id if label.id is not None else labels.items.index(label)
-        row = {"class_id": class_id, "score": float(shape.get("confidence", 1.0)),
+        row = {"class_id": labels.id_of(label), "score": float(shape.get("confidence", 1.0)),
                "attributes": {a["name"]: a["value"] for a in shape.get("attributes", []) if "name" in a}}
         kind = shape["type"]
         if kind == "mask":

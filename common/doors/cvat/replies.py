@@ -28,13 +28,14 @@ def detection_shape(detections: Detections, i: int, label: Label, width: int, he
     in ``points``), a polygon, or else a rectangle."""
     score = float(detections.score[i])
     attributes = detections.attributes[i] if detections.attributes is not None else None
-    if label.type == "skeleton" and detections.keypoints is not None:
-        elements = [shapes.image_keypoint(sublabel.name, (x, y), width, height, visible=bool(visible > 0))
-                    for sublabel, (x, y, visible) in zip(label.sublabels, detections.keypoints[i])]
+    geometry = detections.geometry(i, label)
+    if geometry == "skeleton":
+        elements = [shapes.keypoint(sublabel.name, (x, y), outside=outside) for sublabel, (x, y, outside)
+                    in zip(label.sublabels, detections.keypoints_in_image(i, width, height))]
         return shapes.skeleton(label.name, elements, score, attributes)
-    if detections.masks is not None and detections.masks[i] is not None:
+    if geometry == "mask":
         return mask_shape(label.name, detections.masks[i], score, attributes)
-    if detections.polygons is not None and detections.polygons[i] is not None:
+    if geometry == "polygon":
         return shapes.polygon(label.name, detections.polygons[i], score, attributes)
     return shapes.rectangle(label.name, detections.xyxy[i], score, attributes)
 
@@ -52,12 +53,7 @@ def mask_shape(label: str, mask: Mask, score: float, attributes: dict | None) ->
 
 def detector_reply(detections: Detections, labels: Labels, width: int, height: int) -> list[dict]:
     """One shape per detection whose class id is a label of the spec, in the detections' order."""
-    reply = []
-    for i, class_id in enumerate(detections.class_id):
-        label = labels.label_of(int(class_id))
-        if label is not None:
-            reply.append(detection_shape(detections, i, label, width, height))
-    return reply
+    return [detection_shape(detections, i, label, width, height) for i, label in detections.labelled(labels)]
 
 
 def interactor_reply(region: Region | None, size: tuple[int, int], full_mask: bool) -> dict:
