@@ -18,6 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# tests/dataloop/ needs dtlpy, which has its own environment: `tools/fn test` runs the suite once in each
+# (FN_TEST_ENV=main, then FN_TEST_ENV=dataloop) and each run collects only its own tests.
+DATALOOP_TESTS = Path(__file__).resolve().parent / "dataloop"
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    inside = collection_path == DATALOOP_TESTS or DATALOOP_TESTS in collection_path.parents
+    if os.environ.get("FN_TEST_ENV") == "dataloop":
+        if not inside and collection_path.is_file() and collection_path.name.startswith("test_"):
+            return True
+        return None
+    return True if inside else None
 
 
 def _required_dir(variable: str, probe: str) -> Path:

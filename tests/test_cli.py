@@ -155,3 +155,16 @@ def test_invoke_refuses_bad_arguments_without_a_traceback(tmp_path):
         result = subprocess.run(FN + ["invoke", str(YOLOX), *arguments], cwd=ROOT, capture_output=True, text=True,
                                 timeout=60)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_test_paths_go_to_the_run_of_their_environment():
+    """tools/fn test runs the suite in .venv and tests/dataloop/ in the Dataloop environment; other pytest
+    arguments go to both runs."""
+    from tools.cli import test_runs
+
+    tests, dataloop = str(ROOT / "tests"), str(ROOT / "tests" / "dataloop" / "test_dataloop.py")
+    assert test_runs(["-x", "-k", "yolox"]) == {"main": ["-x", "-k", "yolox"], "dataloop": ["-x", "-k", "yolox"]}
+    assert test_runs([f"{tests}/test_image.py::test_x", "-q"]) == {"main": [f"{tests}/test_image.py::test_x", "-q"]}
+    assert test_runs([dataloop + "::test_y", "-q"]) == {"dataloop": [dataloop + "::test_y", "-q"]}
+    assert test_runs([tests]) == {"main": [tests], "dataloop": [tests]}
+    assert test_runs([f"{tests}/test_v7.py", dataloop]) == {"main": [f"{tests}/test_v7.py"], "dataloop": [dataloop]}

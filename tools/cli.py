@@ -208,10 +208,58 @@ def _absolute_argument(arg: str) -> str:
     return os.path.abspath(path) + sep + rest
 
 
+NO_TESTS_COLLECTED = 5  # pytest's exit status when the selection holds no test
+DATALOOP_TESTS = ROOT / "tests" / "dataloop"
+
+
+def _test_path(arg: str) -> Path | None:
+    """The file or folder of the test tree that a pytest argument names (``tests/x.py::test``), if any."""
+    path = Path(arg.partition("::")[0])
+    if arg.startswith("-") or not path.is_absolute() or not path.exists():
+        return None
+    return path if path == ROOT / "tests" or ROOT / "tests" in path.parents else None
+
+
+def test_runs(pytest_args: list[str]) -> dict[str, list[str]]:
+    """The pytest arguments of each environment's run: test paths go to the run of their environment (the
+    Dataloop door's tests/dataloop/, or the main one), every other argument to both; with no test path both
+    run, and each collects only its own tests (tests/conftest.py)."""
+    paths = {arg: _test_path(arg) for arg in pytest_args}
+    if not any(paths.values()):
+        return {"main": pytest_args, "dataloop": pytest_args}
+
+    def envs(path: Path) -> set[str]:
+        if path == DATALOOP_TESTS or DATALOOP_TESTS in path.parents:
+            return {"dataloop"}
+        return {"main", "dataloop"} if path in DATALOOP_TESTS.parents else {"main"}  # tests/ holds both
+
+    runs: dict[str, list[str]] = {}
+    for env in ("main", "dataloop"):
+        mine = [arg for arg, path in paths.items() if path is not None and env in envs(path)]
+        if mine:
+            runs[env] = [arg for arg in pytest_args if paths[arg] is None or arg in mine]
+    return runs
+
+
 def cmd_test(args) -> int:
+    """The suite in .venv, then its Dataloop part (tests/dataloop/) in the Dataloop door's environment
+    (``FN_DATALOOP_PYTHON``, set up by tools/fn), with the same pytest arguments."""
     # pytest runs from the repository root (pytest.ini: testpaths = tests); test paths are the shell's
-    command = [sys.executable, "-m", "pytest", *map(_absolute_argument, args.pytest_args)]
-    return subprocess.call(command, cwd=ROOT)
+    runs = test_runs(list(map(_absolute_argument, args.pytest_args)))
+    pythons = {"main": sys.executable, "dataloop": os.environ.get("FN_DATALOOP_PYTHON")}
+    codes = []
+    for env, pytest_args in runs.items():
+        if pythons[env] is None:
+            print("tools/fn test: FN_DATALOOP_PYTHON is not set (run tools/fn test): tests/dataloop/ did not run",
+                  file=sys.stderr)
+            codes.append(1)
+            continue
+        if len(runs) > 1:
+            print(f"\n===== tools/fn test: the {env} environment ({pythons[env]})", flush=True)
+        codes.append(subprocess.call([pythons[env], "-m", "pytest", *pytest_args], cwd=ROOT,
+                                     env={**os.environ, "FN_TEST_ENV": env}))
+    ran = [code for code in codes if code != NO_TESTS_COLLECTED]
+    return max(ran) if ran else NO_TESTS_COLLECTED
 
 
 def bench_module(which: str = ""):
@@ -223,6 +271,12 @@ def bench_module(which: str = ""):
     else:
         from . import bench as module
     return module
+
+
+def cmd_dataloop_manifest(args) -> int:
+    from . import dataloop_manifest
+
+    return dataloop_manifest.main(args.dataloop_args)
 
 
 def cmd_replies(args) -> int:
@@ -294,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
 
     annotate.add_parser(sub)
 
+    dataloop = sub.add_parser("dataloop-manifest", help="a detector's dataloop.json (and --stage DIR: its code)",
+                              add_help=False)
+    dataloop.add_argument("dataloop_args", nargs=argparse.REMAINDER)
+    dataloop.set_defaults(func=cmd_dataloop_manifest)
+
     replies = sub.add_parser("replies", help="record every function's replies on fixed requests; compare two")
     replies.add_argument("replies_args", nargs=argparse.REMAINDER)
     replies.set_defaults(func=cmd_replies)
@@ -307,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         args.pytest_args = unknown + args.pytest_args
     elif args.command == "replies":
         args.replies_args = unknown + args.replies_args  # every option goes to pytest
+    elif args.command == "dataloop-manifest":
+        args.dataloop_args = unknown + args.dataloop_args
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

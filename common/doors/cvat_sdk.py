@@ -17,7 +17,6 @@ Conversions start from our own :class:`~common.core.results.Detections` and
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -35,10 +34,7 @@ from common.doors.cvat.replies import tracker_points
 from common.doors.cvat.request import clip_box, points_list, tracked_shape
 from common.doors.cvat.shapes import attribute_value, rle_points
 from common.models.base import Detector, Interactor, Model, Prompt
-from common.models.folder import load_model
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from common.models.folder import find_folder, load_model
 
 # ---------------------------------------------------------------- specs
 
@@ -184,11 +180,7 @@ def for_model(model: Model):
 def create(function: str, **settings: Any):
     """``cvat-cli``'s factory: ``function`` is a function folder (relative to the working directory or to this
     repository); other parameters set the settings variables of that name before the model is built."""
-    folder = Path(function)
-    if not folder.is_dir() and (ROOT / folder).is_dir():
-        folder = ROOT / folder
-    if not (folder / "function.yaml").is_file():
-        raise ValueError(f"function={function}: not a function folder (no function.yaml)")
+    folder = find_folder(function)
     for name, value in settings.items():
         if not name.isupper():
             raise ValueError(f"-p {name}=...: parameters other than function are settings variables (upper case)")

@@ -10,6 +10,19 @@ from typing import Any
 
 from common.models.base import Model
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_folder(function: str | Path) -> Path:
+    """A function folder named relative to the working directory or to this repository (where a staged copy
+    has the function's files beside ``common/``, ``.`` names that copy itself)."""
+    folder = Path(function)
+    if not (folder / "function.yaml").is_file() and (ROOT / folder / "function.yaml").is_file():
+        folder = ROOT / folder
+    if not (folder / "function.yaml").is_file():
+        raise ValueError(f"function={function}: not a function folder (no function.yaml)")
+    return folder
+
 
 def load_module(folder: str | Path, name: str = "model_handler") -> ModuleType:
     """Import ``name`` from the folder (as ``model_handler``, the way a worker does), without building anything."""
