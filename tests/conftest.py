@@ -53,6 +53,16 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def reference_dir(data_dir) -> Path:
+    """What original implementations compute (../shared/reference): REFERENCE_DIR, else beside TEST_DATA_DIR."""
+    value = os.environ.get("REFERENCE_DIR")
+    path = Path(value).resolve() if value else data_dir.parent / "reference"
+    if not (path / "siammask" / "golden-tennis.json").exists():
+        pytest.fail(f"no reference outputs at {path}: set REFERENCE_DIR (CI: ../shared/reference)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def dog(data_dir) -> str:
     """dog.jpg (768×576) as base64."""
     return b64_file(data_dir / "images" / "dog.jpg")

@@ -60,3 +60,22 @@ def torchvision_checkpoint(path: Path, builder, seed: int = 0, **arguments) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return path
+
+
+def siammask_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A SiamMask-sharp checkpoint in the official ``SiamMask_DAVIS.pth`` layout (a plain state dict) with random
+    weights; batch-norm statistics are randomised too, so that every branch sees non-trivial inputs."""
+    from common.models.folder import load_module
+
+    from .config import ROOT
+
+    net = load_module(ROOT / "functions" / "pytorch" / "foolwood" / "siammask" / "nuclio", "siammask_net")
+    torch.manual_seed(seed)
+    model = net.SiamMask()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path

@@ -165,6 +165,8 @@ def random_weights(folder: Path, scratch: Path) -> dict[str, str]:
             rw.sam2_checkpoint(path, overrides=rw.SMALL_SAM2_OVERRIDES)
         overrides = rw.SMALL_SAM2_OVERRIDES + (["++model.image_size=512"] if "tracker" in rel else [])
         return {"MODEL_PATH": str(path), "SAM2_OVERRIDES": " ".join(overrides)}
+    if rel.startswith("pytorch/foolwood/siammask/"):
+        return {"MODEL_PATH": str(rw.siammask_checkpoint(scratch / "siammask.pth"))}
     if rel.startswith("pytorch/torchvision/reid/"):
         import torch
         from torchvision.models import resnet50

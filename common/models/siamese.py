@@ -13,11 +13,17 @@ import cv2
 import numpy as np
 
 
-def subwindow(rgb: np.ndarray, center: tuple[float, float], side: int, out: int, fill: np.ndarray) -> np.ndarray:
-    """The ``side``×``side`` square around ``center`` (padded with ``fill`` beyond the image), resized to ``out``."""
+def subwindow(rgb: np.ndarray, center: tuple[float, float], side: int, out: int, fill: np.ndarray,
+              half_to_even: bool = False) -> np.ndarray:
+    """The ``side``×``side`` square around ``center`` (padded with ``fill`` beyond the image), resized to ``out``.
+    Its corner is rounded half up (OpenCV's trackers) or, with ``half_to_even``, as Python rounds (SiamMask's
+    original code)."""
     height, width = rgb.shape[:2]
-    x0 = int(math.floor(center[0] - (side + 1) / 2 + 0.5))
-    y0 = int(math.floor(center[1] - (side + 1) / 2 + 0.5))
+    if half_to_even:
+        x0, y0 = round(center[0] - (side + 1) / 2), round(center[1] - (side + 1) / 2)
+    else:
+        x0 = int(math.floor(center[0] - (side + 1) / 2 + 0.5))
+        y0 = int(math.floor(center[1] - (side + 1) / 2 + 0.5))
     crop = np.empty((side, side, 3), np.uint8)
     crop[:] = fill
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, width), min(y0 + side, height)
