@@ -228,3 +228,36 @@ def test_every_step_through_two_workers_and_the_store(checkpoint, reference, fra
                     assert_mask_close(ours.full(width, height), golden_mask(npz, name, run, i, width), what)
                 if run == "chained":
                     states = reply["states"]
+
+
+# ---------------------------------------------------------------- the tracker protocol
+
+
+def test_shape_types_legacy_clients_and_errors(checkpoint, frames, redis_server):
+    """Polygons and masks start on their bounding box and are answered in their own type; legacy clients get
+    bare point lists; unknown states, frames of another size and shapes without pixels get clear errors."""
+    from common.core.errors import FunctionError
+    from tests.segmenters import door_of
+
+    first, second = png(frames[0]), png(frames[1])
+    polygon = [305, 110, 470, 110, 470, 360, 305, 360]
+    with door_of(SIAMMASK, MODEL_PATH=str(checkpoint), TORCH_DEVICE="cpu", **redis_server.env()) as door:
+        start = door({"image": first, "shapes": [{"type": "polygon", "points": polygon}], "states": []}).payload
+        legacy = door({"image": first, "shapes": [[305, 110, 470, 360]], "states": []}).payload
+        assert legacy["shapes"] == [[305, 110, 470, 360]] and legacy["states"][0].endswith(":legacy")
+        reply = door({"image": second, "shapes": [None], "states": start["states"]}).payload
+        assert reply["shapes"][0]["type"] == "polygon" and len(reply["shapes"][0]["points"]) >= 6
+        (points,) = door({"image": second, "shapes": [None], "states": legacy["states"]}).payload["shapes"]
+        assert isinstance(points, list) and len(points) == 4
+        again = door({"image": second, "shapes": [None], "states": start["states"]}).payload
+        assert again["shapes"] == reply["shapes"]  # replaying a token gives the same answer
+        small = base64.b64encode(cv2.imencode(".png", frames[1][:100, :120])[1]).decode()
+        for body, status, message in [
+            ({"image": second, "shapes": [None], "states": ["A" * 22]}, 410, "start the track again"),
+            ({"image": small, "shapes": [None], "states": start["states"][:1]}, 400, "120x100"),
+            ({"image": first, "shapes": [{"type": "polygon", "points": [-50, -50, -10, -50, -10, -10]}],
+              "states": []}, 400, ""),
+        ]:
+            with pytest.raises(FunctionError) as error:
+                door(body)
+            assert error.value.status == status and message in str(error.value)

@@ -47,6 +47,8 @@ def frame_bytes(image: Path, size: str | None) -> bytes:
 def random_checkpoint(folder: Path, env: dict[str, str], target: Path) -> Path:
     from . import random_weights
 
+    if (folder / "siammask_net.py").is_file():  # SiamMask
+        return random_weights.siammask_checkpoint(target / "random_SiamMask_DAVIS.pth")
     module = load_module(folder)
     if hasattr(module, "sam2_models"):  # SAM 2
         size = os.environ.get("MODEL_SIZE") or env.get("MODEL_SIZE", "tiny")

@@ -75,7 +75,7 @@ def cmd_bench_tracker(args) -> int:
     try:
         for name, value in server.env().items():
             os.environ[name] = value
-        if args.random_weights:  # SAM 2: timings do not depend on the weights' values
+        if args.random_weights:  # SAM 2, SiamMask: timings do not depend on the weights' values
             os.environ["MODEL_PATH"] = str(random_checkpoint(folder, {}, Path(scratch.name)))
         door = cvat_door(folder)
         redis_samples, request_bytes = run(door, frames, args.objects)

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker.add_argument("--frames", type=int, default=30, help="continuing frames")
     tracker.add_argument("--objects", type=int, default=10, help="objects tracked together")
     tracker.add_argument("--random-weights", action="store_true",
-                         help="SAM 2: a randomly initialised checkpoint of MODEL_SIZE's architecture")
+                         help="SAM 2 (MODEL_SIZE's architecture), SiamMask: a randomly initialised checkpoint")
     tracker.set_defaults(func=lambda a: bench_module("tracker").cmd_bench_tracker(a))
 
     annotate.add_parser(sub)
