@@ -20,6 +20,15 @@ from tests.segmenters import door_of
 from tests.sequences import moving_object
 
 NANOTRACK = ROOT / "functions" / "onnx" / "honglinchu" / "nanotrack" / "nuclio"
+SIAMMASK = ROOT / "functions" / "pytorch" / "foolwood" / "siammask" / "nuclio"
+# the store's failure modes, for every tracker that keeps its state in it (SiamMask with random weights)
+STORE_TRACKERS = pytest.mark.parametrize("folder", [NANOTRACK, SIAMMASK], ids=["nanotrack", "siammask"])
+
+
+def tracker_env(folder, scratch) -> dict[str, str]:
+    from tools.replies import random_weights
+
+    return {**random_weights(folder, scratch), "TORCH_DEVICE": "cpu"}
 
 
 def png(rgb: np.ndarray) -> bytes:
@@ -219,22 +228,24 @@ def test_a_damaged_stored_state_is_410(served, scene, redis_server):
     assert "damaged" in reply["error"]
 
 
-def test_expired_states_are_410(models_dir, serve, scene, redis_server, monkeypatch):
-    for name, value in {**redis_server.env(), "TRACKER_STATE_TTL": "1"}.items():
+@STORE_TRACKERS
+def test_expired_states_are_410(models_dir, serve, scene, redis_server, monkeypatch, folder, tmp_path):
+    for name, value in {**redis_server.env(), **tracker_env(folder, tmp_path), "TRACKER_STATE_TTL": "1"}.items():
         monkeypatch.setenv(name, value)
-    harness = serve(NANOTRACK)
+    harness = serve(folder)
     images, truth = scene
     states = call(harness, {"image": images[0], "shapes": [list(truth[0])], "states": []})["states"]
     time.sleep(2.1)
     assert "expired" in call(harness, {"image": images[1], "shapes": [None], "states": states}, 410)["error"]
 
 
-def test_redis_killed_and_restarted_mid_sequence(models_dir, serve, scene, monkeypatch):
+@STORE_TRACKERS
+def test_redis_killed_and_restarted_mid_sequence(models_dir, serve, scene, monkeypatch, folder, tmp_path):
     server = RedisServer().start()
     try:
-        for name, value in server.env().items():
+        for name, value in {**server.env(), **tracker_env(folder, tmp_path)}.items():
             monkeypatch.setenv(name, value)
-        harness = serve(NANOTRACK)
+        harness = serve(folder)
         images, truth = scene
         states = call(harness, {"image": images[0], "shapes": [list(truth[0])], "states": []})["states"]
         states = call(harness, {"image": images[1], "shapes": [None], "states": states})["states"]
@@ -246,6 +257,8 @@ def test_redis_killed_and_restarted_mid_sequence(models_dir, serve, scene, monke
                                                410)["error"]
         states = call(harness, {"image": images[2], "shapes": [list(truth[2])], "states": []})["states"]
         reply = call(harness, {"image": images[3], "shapes": [None], "states": states})
-        assert box_iou(reply["shapes"][0], truth[3]) > 0.7
+        assert len(reply["shapes"][0]) == 4
+        if folder == NANOTRACK:  # real weights
+            assert box_iou(reply["shapes"][0], truth[3]) > 0.7
     finally:
         server.stop()

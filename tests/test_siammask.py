@@ -101,6 +101,12 @@ def test_the_reference_weights_load_with_every_key_and_we_save_the_official_layo
         module.load_checkpoint(net, tmp_path / name)
         assert all(torch.equal(net.state_dict()[k], official[k]) for k in official), name
 
+    torch.save(net.state_dict(), tmp_path / "ours.pth")  # what we save loads by the same rules, in the same layout
+    again = load_module(SIAMMASK, "siammask_net").SiamMask()
+    module.load_checkpoint(again, tmp_path / "ours.pth")
+    assert list(torch.load(tmp_path / "ours.pth", weights_only=True)) == [e["name"] for e in layout]
+    assert all(torch.equal(again.state_dict()[k], official[k]) for k in official)
+
     logged = []
     torch.save({**official, "extra.weight": torch.zeros(3)}, tmp_path / "extra.pth")
     module.load_checkpoint(net, tmp_path / "extra.pth", logged.append)
