@@ -21,6 +21,9 @@ Options (each also read from the environment variable in brackets):
   --registry URL        registry images are pushed to, kube     [NUCLIO_REGISTRY, required for kube]
   --run-registry URL    registry the cluster pulls from, kube   [NUCLIO_RUN_REGISTRY, default: --registry]
   --stage-to DIR        keep the staged build contexts in DIR/<function name>  [DEPLOY_STAGE_DIR]
+  --labels VOCABULARY   text-prompted detectors (open_vocabulary) list these labels instead of their spec's:
+                        names (car,person) or a JSON/YAML file of names with prompts (needs python3)
+                        [DEPLOY_LABELS]
   --dry-run             print every command and each staged context's files; run nothing  [DEPLOY_DRY_RUN=1]
   -h, --help            this text
 
@@ -96,17 +99,18 @@ deploy_main() {
   REGISTRY="${NUCLIO_REGISTRY:-}"
   RUN_REGISTRY="${NUCLIO_RUN_REGISTRY:-}"
   STAGE_TO="${DEPLOY_STAGE_DIR:-}"
+  LABELS="${DEPLOY_LABELS:-}"
   STAGE_TEMP=""
   local paths=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --dry-run) DRY_RUN=1 ;;
-      --project|--platform|--network|--namespace|--registry|--run-registry|--stage-to)
+      --project|--platform|--network|--namespace|--registry|--run-registry|--stage-to|--labels)
         [ $# -ge 2 ] || die "$1 needs a value"
         case "$1" in
           --project) PROJECT="$2" ;; --platform) PLATFORM="$2" ;; --network) NETWORK="$2" ;;
           --namespace) NAMESPACE="$2" ;; --registry) REGISTRY="$2" ;; --run-registry) RUN_REGISTRY="$2" ;;
-          --stage-to) STAGE_TO="$2" ;;
+          --stage-to) STAGE_TO="$2" ;; --labels) LABELS="$2" ;;
         esac
         shift ;;
       -h|--help) usage; return 0 ;;
@@ -149,6 +153,11 @@ deploy_main() {
     name="$(yaml_name_of "$dir/$YAML_NAME")"
     [ -n "$name" ] || { echo "skipped: $dir/$YAML_NAME has no metadata.name" >&2; summary+=("$dir|skipped (no name)|-"); continue; }
     staged="$(stage "$dir" "$name")"
+    if [ -n "$LABELS" ] && grep -Eq '^[[:space:]]+open_vocabulary:[[:space:]]*"?true"?[[:space:]]*$' "$staged/$YAML_NAME"; then
+      python3 "$ROOT/common/core/vocabulary.py" "$LABELS" "$staged/$YAML_NAME" \
+        || { summary+=("$name|FAILED (--labels)|-"); failed=$((failed + 1)); continue; }
+      echo "$name lists the labels of $LABELS" >&2
+    fi
     echo "deploying $name from $dir ($YAML_NAME), staged in $staged" >&2
     extra=()
     if [ "$PLATFORM" = local ]; then

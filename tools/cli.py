@@ -9,11 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from common.core.labels import read_config
 
 from . import annotate
 from .config import ROOT, absolute_paths, find_configs
@@ -50,11 +53,37 @@ def embedded_redis(configs) -> RedisServer | None:
     return server
 
 
+def with_vocabulary(configs: list, value: str, scratch: Path) -> list:
+    """The configs, text-prompted detectors (open_vocabulary) served from copies that list ``value``'s labels."""
+    from common.core import vocabulary
+
+    labels = vocabulary.parse(value)
+    out = []
+    for config in configs:
+        if str(config.annotations.get("open_vocabulary", "")).lower() == "true":
+            folder = vocabulary.staged(config.directory, labels, scratch / config.name)
+            out.append(type(config)(folder / config.path.name, read_config(folder / config.path.name)))
+        else:
+            out.append(config)
+    if out == configs:
+        raise vocabulary.VocabularyError("--labels: none of these functions is a text-prompted detector")
+    return out
+
+
 def cmd_serve(args) -> int:
     configs = find_configs(args.paths, gpu=args.gpu)
     if not configs:
         print("no functions found", file=sys.stderr)
         return 1
+    scratch = tempfile.TemporaryDirectory(prefix="fn-vocabulary-")
+    if args.labels:
+        from common.core.vocabulary import VocabularyError
+
+        try:
+            configs = with_vocabulary(configs, args.labels, Path(scratch.name))
+        except VocabularyError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     redis_server = embedded_redis(configs)
     harness = Harness(configs, host=args.host, port=args.port)
     stop = threading.Event()
@@ -92,6 +121,7 @@ def cmd_serve(args) -> int:
     harness.stop()
     if redis_server is not None:
         redis_server.stop()
+    scratch.cleanup()
     return 0
 
 
@@ -300,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="address to bind (default 127.0.0.1; 0.0.0.0 for CVAT in Docker)")
     serve.add_argument("--gpu", action="store_true", help="serve function-gpu.yaml instead of function.yaml")
     serve.add_argument("--ready-timeout", type=float, default=600, help="seconds to wait for init_context")
+    serve.add_argument("--labels", help="text-prompted detectors list these labels: names (car,person) or a "
+                                        "JSON/YAML file of names with prompts")
     serve.set_defaults(func=cmd_serve)
 
     invoke = sub.add_parser("invoke", help="call one function, like nuctl invoke")

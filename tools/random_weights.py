@@ -79,3 +79,80 @@ def siammask_checkpoint(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return path
+
+
+# ---------------------------------------------------------------- text-prompted detectors (Hugging Face)
+
+def _byte_symbols() -> list[str]:
+    """The printable stand-ins byte-level BPE uses for the 256 byte values, in CLIP's vocabulary order: the
+    printable bytes as themselves, then the other bytes as the characters from U+0100 on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(others))]
+
+
+def clip_tokenizer(max_length: int = 77):
+    """CLIP's tokenizer with the real CLIP BPE vocabulary (49408 tokens), built from the
+    ``bpe_simple_vocab_16e6.txt.gz`` that the ``open_clip_torch`` wheel ships (installed without its
+    dependencies, never imported). A real vocabulary, not a toy one: OWL models treat a query whose first
+    token has id 0 as padding, and real phrases then tokenize as they do with the hub's tokenizer."""
+    import gzip
+    import importlib.util
+
+    from transformers import CLIPTokenizer
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("open_clip_torch is not installed (requirements-nodeps.txt): no CLIP vocabulary")
+    path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
+    symbols = _byte_symbols()
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, pad_token="!",
+                         model_max_length=max_length)
+
+
+def owlv2_folder(path: Path, seed: int = 0, image_size: int = 128) -> Path:
+    """A small OWLv2 (``Owlv2ForObjectDetection``: 2-layer ViT and text encoders of width 32, 16-pixel patches
+    on ``image_size`` inputs) with random weights and its processor, as ``save_pretrained`` writes them."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    torch.manual_seed(seed)
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = Owlv2Config(text_config={**small, "vocab_size": 49408, "max_position_embeddings": 16},
+                         vision_config={**small, "image_size": image_size, "patch_size": 16}, projection_dim=32)
+    Owlv2ForObjectDetection(config).save_pretrained(path)
+    processor = Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": image_size, "width": image_size}),
+                               tokenizer=clip_tokenizer(16))  # OWL's text encoder: 16 positions
+    processor.save_pretrained(path)
+    return path
+
+
+def sam3_folder(path: Path, seed: int = 0, image_size: int = 224) -> Path:
+    """A small SAM 3 (``Sam3Model``: 2-layer ViT of width 32 on ``image_size`` inputs with 14-pixel patches, a
+    2-layer text encoder, one-layer DETR encoder and decoder with 5 queries, a 2-stage mask decoder) with
+    random weights and its processor (``Sam3Processor``, CLIP's tokenizer), as ``save_pretrained`` writes them."""
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    torch.manual_seed(seed)
+    small = {"num_attention_heads": 4, "intermediate_size": 64}
+    config = Sam3Config(
+        vision_config={"backbone_config": {"model_type": "sam3_vit_model", "hidden_size": 32, "num_hidden_layers": 2,
+                                           **small,
+                                           "image_size": image_size, "patch_size": 14, "window_size": 8,
+                                           "global_attn_indexes": [0, 1]},
+                       "fpn_hidden_size": 32, "scale_factors": [2.0, 1.0]},
+        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "projection_dim": 32,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 32},
+        geometry_encoder_config={"hidden_size": 32, "num_layers": 1, **small},
+        detr_encoder_config={"hidden_size": 32, "num_layers": 1, **small},
+        detr_decoder_config={"hidden_size": 32, "num_layers": 1, "num_queries": 5, **small},
+        mask_decoder_config={"hidden_size": 32, "num_upsampling_stages": 2},
+    )
+    Sam3Model(config).save_pretrained(path)
+    processor = Sam3Processor(image_processor=Sam3ImageProcessor(size={"height": image_size, "width": image_size}),
+                              tokenizer=clip_tokenizer(32))
+    processor.save_pretrained(path)
+    return path

@@ -165,6 +165,12 @@ def random_weights(folder: Path, scratch: Path) -> dict[str, str]:
             rw.sam2_checkpoint(path, overrides=rw.SMALL_SAM2_OVERRIDES)
         overrides = rw.SMALL_SAM2_OVERRIDES + (["++model.image_size=512"] if "tracker" in rel else [])
         return {"MODEL_PATH": str(path), "SAM2_OVERRIDES": " ".join(overrides)}
+    if rel.startswith("pytorch/google/owlv2/"):
+        path = scratch / "owlv2"
+        return {"MODEL_PATH": str(path if path.exists() else rw.owlv2_folder(path))}
+    if rel.startswith("pytorch/facebookresearch/sam3/"):
+        path = scratch / "sam3"
+        return {"MODEL_PATH": str(path if path.exists() else rw.sam3_folder(path))}
     if rel.startswith("pytorch/foolwood/siammask/"):
         return {"MODEL_PATH": str(rw.siammask_checkpoint(scratch / "siammask.pth"))}
     if rel.startswith("pytorch/torchvision/reid/"):

@@ -28,9 +28,16 @@ class Label:
     attributes: tuple[Attribute, ...] = ()
     sublabels: tuple["Label", ...] = ()
     svg: str | None = None
+    prompts: tuple[str, ...] = ()  # a text-prompted detector's phrases for it (default: its name)
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        """What a text-prompted detector looks for under this label: its ``prompts``, else its name."""
+        return self.prompts or (self.name,)
 
     @classmethod
     def from_spec(cls, item: dict) -> "Label":
+        prompts = item.get("prompts", ())
         return cls(
             name=item["name"],
             type=item.get("type", "any"),
@@ -40,6 +47,7 @@ class Label:
             ),
             sublabels=tuple(cls.from_spec(s) for s in item.get("sublabels", ())),
             svg=item.get("svg"),
+            prompts=(prompts,) if isinstance(prompts, str) else tuple(str(p) for p in prompts),
         )
 
     def edges(self) -> list[tuple[str, str]]:

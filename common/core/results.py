@@ -118,6 +118,26 @@ class Detections:
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
 
+    @classmethod
+    def concatenate(cls, parts: Sequence["Detections"]) -> "Detections":
+        """The detections of all parts, in order (a part without masks or polygons gives None rows there when
+        another part has them; without attributes, empty ones)."""
+        parts = [part for part in parts if len(part)]
+        if not parts:
+            return cls.empty()
+
+        def rows(name: str, fill: Any = None) -> list | None:
+            if all(getattr(part, name) is None for part in parts):
+                return None
+            return [row for part in parts for row in (getattr(part, name) or [fill] * len(part))]
+
+        keypoints = None if any(part.keypoints is None for part in parts) else np.concatenate(
+            [part.keypoints for part in parts])
+        attributes = rows("attributes", {})
+        return cls(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.score for p in parts]),
+                   np.concatenate([p.class_id for p in parts]), rows("masks"), rows("polygons"), keypoints,
+                   None if attributes is None else [dict(row) for row in attributes])
+
     def __len__(self) -> int:
         return len(self.xyxy)
 

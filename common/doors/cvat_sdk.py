@@ -8,8 +8,9 @@ machine (``cvat-cli function run-agent``) and annotate whole tasks (``cvat-cli t
     PYTHONPATH=. cvat-cli function create-native "YOLOX" --function-module common.doors.cvat_sdk \\
         -p function=str:functions/onnx/megvii/yolox/nuclio
 
-Parameters besides ``function`` set the function's settings by their variable names
-(``-p MODEL_SIZE=str:large``), as the environment does for Nuclio. ReID has no auto-annotation protocol.
+``-p labels=str:car,person`` (or a vocabulary file) gives a text-prompted detector its own labels; other
+parameters set the function's settings by their variable names (``-p MODEL_SIZE=str:large``), as the
+environment does for Nuclio. ReID has no auto-annotation protocol.
 Conversions start from our own :class:`~common.core.results.Detections` and
 :class:`~common.core.results.Region`, never from CVAT's JSON replies.
 """
@@ -17,6 +18,8 @@ Conversions start from our own :class:`~common.core.results.Detections` and
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,6 +28,7 @@ import PIL.Image
 from cvat_sdk import auto_annotation as cvataa
 from cvat_sdk import models
 
+from common.core import vocabulary
 from common.core.errors import RequestError
 from common.core.image import Image
 from common.core.labels import Attribute, Label
@@ -177,10 +181,14 @@ def for_model(model: Model):
     return FUNCTIONS[model.kind](model)
 
 
-def create(function: str, **settings: Any):
+def create(function: str, labels: str | None = None, **settings: Any):
     """``cvat-cli``'s factory: ``function`` is a function folder (relative to the working directory or to this
-    repository); other parameters set the settings variables of that name before the model is built."""
+    repository); ``labels`` gives a text-prompted detector its vocabulary (names, or a JSON/YAML file of names
+    with prompts: :mod:`common.core.vocabulary`); other parameters set the settings variables of that name
+    before the model is built."""
     folder = find_folder(function)
+    if labels:
+        folder = vocabulary.staged(folder, vocabulary.parse(labels), Path(tempfile.mkdtemp(prefix="cvat-aa-")) / "f")
     for name, value in settings.items():
         if not name.isupper():
             raise ValueError(f"-p {name}=...: parameters other than function are settings variables (upper case)")

@@ -14,12 +14,13 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
 from common.core.image import Image
-from common.core.labels import Labels, read_config, spec_of
+from common.core.errors import RequestError
+from common.core.labels import Label, Labels, read_config, spec_of
 from common.core.results import Detections, Region
 from common.core.settings import Settings, env_str
 
@@ -92,6 +93,22 @@ class Detector(Model):
 
     def detect(self, image: Image, threshold: float) -> Detections:
         raise NotImplementedError
+
+    def detect_labels(self, image: Image, threshold: float, names: Sequence[str]) -> Detections:
+        """Only the detections of the spec labels ``names`` (unknown names are a 400). Text-prompted models
+        override :meth:`detect_prompts` and prompt for those labels alone."""
+        unknown = [name for name in names if name not in self.labels.by_name]
+        if unknown:
+            raise RequestError(f"labels: {', '.join(map(repr, unknown[:5]))} not among this function's labels "
+                               f"({', '.join(label.name for label in list(self.labels)[:10])}...)")
+        labels = [self.labels.by_name[name] for name in dict.fromkeys(names)]
+        found = self.detect_prompts(image, threshold, labels)
+        ids = [self.labels.id_of(label) for label in labels]
+        return found[np.isin(found.class_id, ids)]
+
+    def detect_prompts(self, image: Image, threshold: float, labels: Sequence[Label]) -> Detections:
+        """Detections of (at least) ``labels``: every label for models with a fixed class list."""
+        return self.detect(image, threshold)
 
 
 @dataclass

@@ -70,7 +70,10 @@ class DetectorDoor(Door):
         return parse_detector(body, self.model.default_threshold)
 
     def answer(self, request: DetectorRequest) -> Reply:
-        detections = self.model.detect(request.image, request.threshold)
+        if request.labels is None:
+            detections = self.model.detect(request.image, request.threshold)
+        else:
+            detections = self.model.detect_labels(request.image, request.threshold, request.labels)
         return Reply(replies.detector_reply(detections, self.model.labels, *request.image.size))
 
 

@@ -165,13 +165,26 @@ def _json_type(value: object) -> str:
 class DetectorRequest:
     image: Image
     threshold: float
+    labels: tuple[str, ...] | None = None  # only these spec labels (our extension; CVAT sends none)
+
+
+def label_names(body: Mapping[str, Any], name: str = "labels") -> tuple[str, ...] | None:
+    """An optional list of label names (strings), at most ``MAX_OBJECTS``."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RequestError(f"{name} must be a list of label names (strings)")
+    at_most(value, MAX_OBJECTS, name, "names")
+    return tuple(value)
 
 
 def parse_detector(body: object, default_threshold: float = 0.5) -> DetectorRequest:
-    """``{"image": b64, "threshold"?: 0..1}``. CVAT never sends a threshold of 0 (it drops falsy values)."""
+    """``{"image": b64, "threshold"?: 0..1, "labels"?: [name, ...]}``. CVAT never sends a threshold of 0 (it
+    drops falsy values) nor labels."""
     body = require_object(body)
     threshold = optional_threshold(body, default_threshold)
-    return DetectorRequest(image=image_field(body), threshold=threshold)
+    return DetectorRequest(image=image_field(body), threshold=threshold, labels=label_names(body))
 
 
 # ---------------------------------------------------------------- interactor
