@@ -168,3 +168,16 @@ def test_test_paths_go_to_the_run_of_their_environment():
     assert test_runs([dataloop + "::test_y", "-q"]) == {"dataloop": [dataloop + "::test_y", "-q"]}
     assert test_runs([tests]) == {"main": [tests], "dataloop": [tests]}
     assert test_runs([f"{tests}/test_v7.py", dataloop]) == {"main": [f"{tests}/test_v7.py"], "dataloop": [dataloop]}
+
+
+def test_a_dataloop_app_of_a_text_prompted_detector_lists_its_vocabulary(tmp_path, capsys):
+    from tools import dataloop_manifest
+
+    owlv2 = ROOT / "functions" / "pytorch" / "google" / "owlv2" / "nuclio"
+    assert dataloop_manifest.main([str(owlv2), "--labels", "car,bus"]) == 2  # the vocabulary lives in staged code
+    assert "--labels needs --stage" in capsys.readouterr().err
+    assert dataloop_manifest.main([str(owlv2), "--labels", "car,bus", "--stage", str(tmp_path / "app"),
+                                   "-o", str(tmp_path / "app.json")]) == 0
+    (model,) = json.loads((tmp_path / "app.json").read_text())["components"]["models"]
+    assert model["labels"] == ["car", "bus"] and model["configuration"]["function"] == "."
+    assert '"name": "bus"' in (tmp_path / "app" / "function.yaml").read_text()

@@ -216,3 +216,25 @@ def test_the_auto_annotation_function_takes_the_vocabulary(owlv2, monkeypatch):
     monkeypatch.setenv("TORCH_DEVICE", "cpu")
     function = cvat_sdk.create(function=str(OWLV2), labels="bus,giraffe", MODEL_PATH=str(owlv2))
     assert [label.name for label in function.spec.labels] == ["bus", "giraffe"]
+
+
+def test_a_refused_download_says_what_to_do(monkeypatch, tmp_path):
+    """The hub's answer for a gated checkpoint without an accepted licence (transformers raises OSError) becomes
+    a 503 that names the licence page and HF_TOKEN; MODEL_PATH and MODELS_DIR/<name> folders come first."""
+    from common.models.text_prompts import WeightsRefused, pretrained
+
+    def gated(source, **kwargs):
+        raise OSError(f"You are trying to access a gated repo. 401 Client Error for {source}")
+
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    with pytest.raises(WeightsRefused, match="accept its licence on https://huggingface.co/facebook/sam3") as error:
+        pretrained(gated, "facebook/sam3", "https://huggingface.co/facebook/sam3")
+    assert error.value.status == 503 and "HF_TOKEN" in str(error.value)
+    seen = []
+    (tmp_path / "sam3").mkdir()
+    pretrained(lambda source, **kwargs: seen.append(source), "facebook/sam3")
+    monkeypatch.setenv("MODEL_PATH", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    pretrained(lambda source, **kwargs: seen.append((source, kwargs)), "facebook/sam3")
+    assert seen == [str(tmp_path / "sam3"), (str(tmp_path / "elsewhere"), {"token": "hf_x"})]

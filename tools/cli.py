@@ -298,6 +298,8 @@ def bench_module(which: str = ""):
         from . import bench_clicks as module
     elif which == "tracker":
         from . import bench_tracker as module
+    elif which == "prompts":
+        from . import bench_prompts as module
     else:
         from . import bench as module
     return module
@@ -377,6 +379,15 @@ def main(argv: list[str] | None = None) -> int:
     tracker.add_argument("--random-weights", action="store_true",
                          help="SAM 2 (MODEL_SIZE's architecture), SiamMask: a randomly initialised checkpoint")
     tracker.set_defaults(func=lambda a: bench_module("tracker").cmd_bench_tracker(a))
+
+    prompts = sub.add_parser("bench-prompts", help="a text-prompted detector for 1, 10, 50 labels vs the package")
+    prompts.add_argument("path", help="a text-prompted detector's function folder")
+    prompts.add_argument("--image", default=str(Path(os.environ.get("TEST_DATA_DIR", "")) / "images" / "dog.jpg"))
+    prompts.add_argument("--labels", default="1,10,50", help="label counts (default 1,10,50)")
+    prompts.add_argument("--threshold", type=float, default=0.3)
+    prompts.add_argument("-n", type=int, default=3, help="timed requests per figure")
+    prompts.add_argument("--random-weights", action="store_true", help="the real architecture, random weights")
+    prompts.set_defaults(func=lambda a: bench_module("prompts").cmd_bench_prompts(a))
 
     annotate.add_parser(sub)
 

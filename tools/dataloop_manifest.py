@@ -15,8 +15,10 @@ import json
 import shlex
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+from common.core import vocabulary
 from common.core.labels import Labels, read_config, spec_of
 from common.models.folder import find_folder, load_module
 
@@ -143,19 +145,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="a CPU pod even when the function has a GPU yaml")
     parser.add_argument("--version", default="1.0.0", help="the app's version (publishing again needs a new one)")
     parser.add_argument("--runner-image", help="the pod's image (default: Dataloop's Python 3.10 runner)")
+    parser.add_argument("--labels", help="a text-prompted detector's vocabulary (names or a file; needs --stage)")
     args = parser.parse_args(argv)
+    scratch = tempfile.TemporaryDirectory()
     try:
         folder = find_folder(args.folder)
+        if args.labels:
+            if not args.stage:
+                raise ValueError("--labels needs --stage: the staged code is what lists the vocabulary")
+            folder = vocabulary.staged(folder, vocabulary.parse(args.labels), Path(scratch.name) / "function")
         app = manifest(folder, args.version, "cpu" if args.cpu else None, staged=bool(args.stage),
                        runner_image=args.runner_image)
     except (ValueError, OSError) as exc:
         print(f"tools/fn dataloop-manifest: {exc}", file=sys.stderr)
+        scratch.cleanup()
         return 2
     text = json.dumps(app, indent=2) + "\n"
     if args.stage:
         yaml = folder / app["components"]["models"][0]["configuration"].get("FUNCTION_YAML", "function.yaml")
         stage(folder, Path(args.stage), app, pip_packages(read_config(yaml)))
-        print(f"staged {folder} for Dataloop in {args.stage}", file=sys.stderr)
+        print(f"staged {args.folder} for Dataloop in {args.stage}", file=sys.stderr)
+    scratch.cleanup()
     if args.output:
         Path(args.output).write_text(text)
     else:

@@ -114,15 +114,18 @@ def clip_tokenizer(max_length: int = 77):
                          model_max_length=max_length)
 
 
-def owlv2_folder(path: Path, seed: int = 0, image_size: int = 128) -> Path:
+def owlv2_folder(path: Path, seed: int = 0, image_size: int = 128, full: bool = False) -> Path:
     """A small OWLv2 (``Owlv2ForObjectDetection``: 2-layer ViT and text encoders of width 32, 16-pixel patches
-    on ``image_size`` inputs) with random weights and its processor, as ``save_pretrained`` writes them."""
+    on ``image_size`` inputs) with random weights and its processor, as ``save_pretrained`` writes them; with
+    ``full``, the real base-patch16 architecture at 960 pixels (for benchmarks)."""
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
     torch.manual_seed(seed)
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     config = Owlv2Config(text_config={**small, "vocab_size": 49408, "max_position_embeddings": 16},
                          vision_config={**small, "image_size": image_size, "patch_size": 16}, projection_dim=32)
+    if full:
+        config, image_size = Owlv2Config(), Owlv2Config().vision_config.image_size
     Owlv2ForObjectDetection(config).save_pretrained(path)
     processor = Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": image_size, "width": image_size}),
                                tokenizer=clip_tokenizer(16))  # OWL's text encoder: 16 positions
@@ -130,10 +133,11 @@ def owlv2_folder(path: Path, seed: int = 0, image_size: int = 128) -> Path:
     return path
 
 
-def sam3_folder(path: Path, seed: int = 0, image_size: int = 224) -> Path:
+def sam3_folder(path: Path, seed: int = 0, image_size: int = 224, full: bool = False) -> Path:
     """A small SAM 3 (``Sam3Model``: 2-layer ViT of width 32 on ``image_size`` inputs with 14-pixel patches, a
     2-layer text encoder, one-layer DETR encoder and decoder with 5 queries, a 2-stage mask decoder) with
-    random weights and its processor (``Sam3Processor``, CLIP's tokenizer), as ``save_pretrained`` writes them."""
+    random weights and its processor (``Sam3Processor``, CLIP's tokenizer), as ``save_pretrained`` writes them;
+    with ``full``, the real architecture at 1008 pixels (for benchmarks)."""
     from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
 
     torch.manual_seed(seed)
@@ -151,6 +155,8 @@ def sam3_folder(path: Path, seed: int = 0, image_size: int = 224) -> Path:
         detr_decoder_config={"hidden_size": 32, "num_layers": 1, "num_queries": 5, **small},
         mask_decoder_config={"hidden_size": 32, "num_upsampling_stages": 2},
     )
+    if full:
+        config, image_size = Sam3Config(), Sam3Config().vision_config.image_size
     Sam3Model(config).save_pretrained(path)
     processor = Sam3Processor(image_processor=Sam3ImageProcessor(size={"height": image_size, "width": image_size}),
                               tokenizer=clip_tokenizer(32))
