@@ -214,7 +214,8 @@ def test_the_auto_annotation_function_takes_the_vocabulary(owlv2, monkeypatch):
     from common.doors import cvat_sdk
 
     monkeypatch.setenv("TORCH_DEVICE", "cpu")
-    function = cvat_sdk.create(function=str(OWLV2), labels="bus,giraffe", MODEL_PATH=str(owlv2))
+    monkeypatch.setenv("MODEL_PATH", str(owlv2))  # create() sets -p settings for good; the test's end undoes this
+    function = cvat_sdk.create(function=str(OWLV2), labels="bus,giraffe")
     assert [label.name for label in function.spec.labels] == ["bus", "giraffe"]
 
 
