@@ -62,9 +62,8 @@ class ModelHandler(Detector):
             raise RuntimeError("function.yaml declares no labels")
 
     def detect(self, image: Image, threshold: float) -> Detections:
-        rgb = image.rgb
-        boxed = letterbox(np.ascontiguousarray(rgb[:, :, ::-1]), self.input_size)  # the model expects BGR
-        blob = np.ascontiguousarray(boxed.image.transpose(2, 0, 1)[None], dtype=np.float32)
+        boxed = letterbox(image.rgb, self.input_size)  # resized per channel: the same as resizing BGR
+        blob = np.ascontiguousarray(boxed.image[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)  # BGR
         raw = self.model({self.model.input_names[0]: blob})[0][0]
         pred = grid_decode(raw, self.grid, self.stride)
         class_scores = pred[:, 5:] * pred[:, 4:5]
