@@ -56,7 +56,34 @@ def test_a_pickled_array_inside_the_archive_is_not_loaded():
     out = io.BytesIO()  # np.savez pickles object arrays; unpack must refuse to load them
     np.savez(out, a=np.array([object()], dtype=object), __meta__=np.frombuffer(b"{}", np.uint8))
     with pytest.raises(arrays.PayloadError):
-        arrays.unpack(arrays.MAGIC + bytes([arrays.VERSION]) + out.getvalue())
+        arrays.unpack(arrays.MAGIC + bytes([1]) + out.getvalue())  # version 1 was an .npz archive
+
+
+def test_version_1_payloads_are_still_read():
+    import io
+
+    out = io.BytesIO()
+    np.savez(out, a=np.arange(6, dtype=np.int16).reshape(2, 3), __meta__=np.frombuffer(b'{"k": 1}', np.uint8))
+    found, meta = arrays.unpack(arrays.MAGIC + bytes([1]) + out.getvalue())
+    assert meta == {"k": 1} and found["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+@pytest.mark.parametrize("entry", [["a", "|O", [1]], ["a", "<U3", [1]], ["a", "|V8", [1]], ["a", "<f4", [10**12]],
+                                   ["a", "<f4", [-1]], ["a", "<f4", [1.5]], ["a", "no dtype", [1]]])
+def test_a_header_naming_anything_but_plain_numbers_is_refused(entry):
+    import json
+    import struct
+
+    header = json.dumps({"meta": {}, "arrays": [entry]}).encode()
+    with pytest.raises(arrays.PayloadError):
+        arrays.unpack(arrays.MAGIC + bytes([arrays.VERSION]) + struct.pack("<I", len(header)) + header + b"\0" * 8)
+
+
+def test_unpacked_arrays_are_writable_and_empty_ones_work():
+    found, _ = arrays.unpack(arrays.pack({"a": np.zeros((2, 0), np.float32), "b": np.ones(3, np.uint8),
+                                          "c": np.float64(2.5)}))
+    found["b"][0] = 7
+    assert found["a"].shape == (2, 0) and found["b"].tolist() == [7, 1, 1] and found["c"].shape == ()
 
 
 # ---------------------------------------------------------------- in-process LRU
