@@ -141,3 +141,25 @@ def test_from_env_uses_redis_when_configured_else_memory_with_a_warning(redis_se
     assert isinstance(store.backend, RedisBackend) and store.ttl == 42 and not warnings
     store = state_store.from_env("f", warnings.append, {})
     assert isinstance(store.backend, MemoryBackend) and "one worker" in warnings[0]
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+def test_several_states_in_one_round_trip(redis_server, backend):
+    """get_many (one pipelined round trip on Redis) answers what get answers for each token, names the right
+    one in errors, and refreshes every expiry (one GETEX each)."""
+    store = redis_store(redis_server, ttl=30) if backend == "redis" else StateStore(MemoryBackend(), "test", 30)
+    tokens = [store.put({"a": np.full(3, i, np.int32)}, {"i": i}) for i in range(5)]
+    found = store.get_many(tokens, [f"entry {i}" for i in range(5)])
+    assert [meta["i"] for _, meta in found] == list(range(5))
+    assert [found_arrays["a"].tolist() for found_arrays, _ in found] == [[i] * 3 for i in range(5)]
+    with pytest.raises(StateGone, match="entry 1 is unknown"):
+        store.get_many([tokens[0], "A" * 22], ["entry 0", "entry 1"])
+    with pytest.raises(RequestError, match="entry 1 is not a tracker state"):
+        store.get_many([tokens[0], "nope"], ["entry 0", "entry 1"])
+    if backend == "redis":
+        client = redis_server.client()
+        client.expire(store.key(tokens[2]), 5)
+        before = client.info("commandstats").get("cmdstat_getex", {}).get("calls", 0)
+        store.get_many(tokens, ["x"] * 5)
+        assert client.info("commandstats")["cmdstat_getex"]["calls"] - before == 5
+        assert client.ttl(store.key(tokens[2])) > 5  # refreshed

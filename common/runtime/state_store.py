@@ -52,6 +52,8 @@ class Backend(Protocol):
 
     def get(self, key: str, ttl: int) -> bytes | None: ...  # refreshes the expiry
 
+    def get_many(self, keys: list[str], ttl: int) -> list[bytes | None]: ...  # one round trip
+
     def delete(self, key: str) -> None: ...
 
 
@@ -78,6 +80,15 @@ class RedisBackend:
 
     def get(self, key: str, ttl: int) -> bytes | None:
         return self._call(self.client.getex, key, ex=ttl)
+
+    def get_many(self, keys: list[str], ttl: int) -> list[bytes | None]:
+        """``GETEX`` of every key in one pipelined round trip (not a transaction)."""
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.getex(key, ex=ttl)
+            return pipe.execute()
+        return self._call(run)
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete, key)
@@ -111,6 +122,9 @@ class MemoryBackend:
             self.entries.move_to_end(key)
             return entry[0]
 
+    def get_many(self, keys: list[str], ttl: int) -> list[bytes | None]:
+        return [self.get(key, ttl) for key in keys]
+
     def delete(self, key: str) -> None:
         with self.lock:
             self.entries.pop(key, None)
@@ -139,9 +153,22 @@ class StateStore:
 
     def get(self, token: object, what: str = "state") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The arrays and metadata a token names; its expiry starts again."""
+        self._check(token, what)
+        return self._unpack(token, what, self.backend.get(self.key(token), self.ttl))
+
+    def get_many(self, tokens: list[object], whats: list[str]) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+        """:meth:`get` of several tokens (``whats`` name them in errors) in one round trip to the store."""
+        for token, what in zip(tokens, whats):
+            self._check(token, what)
+        found = self.backend.get_many([self.key(token) for token in tokens], self.ttl)
+        return [self._unpack(token, what, data) for token, what, data in zip(tokens, whats, found)]
+
+    @staticmethod
+    def _check(token: object, what: str) -> None:
         if not isinstance(token, str) or not TOKEN_PATTERN.fullmatch(token):
             raise RequestError(f"{what} is not a tracker state of this function; start the track again")
-        data = self.backend.get(self.key(token), self.ttl)
+
+    def _unpack(self, token: str, what: str, data: bytes | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if data is None:
             raise StateGone(f"{what} is unknown or has expired; start the track again")
         try:

@@ -113,8 +113,12 @@ class ModelHandler(Tracker):
         return self.store.put({"features": to_array(features), "pointer": to_array(output["obj_ptr"])},
                               {"kind": "sam2-memory", "bfloat16": features.dtype == torch.bfloat16})
 
-    def load_memory(self, token: str, what: str) -> dict:
-        arrays, meta = self.store.get(token, what)
+    def load_memories(self, tokens: list[str], whats: list[str]) -> list[dict]:
+        """Memory entries, read from the store in one round trip."""
+        return [self.memory(found, what) for found, what in zip(self.store.get_many(tokens, whats), whats)]
+
+    def memory(self, found: tuple[dict, dict], what: str) -> dict:
+        arrays, meta = found
         if meta.get("kind") != "sam2-memory":
             raise StateGone(f"{what} is damaged (not a SAM 2 memory); start the track again")
         features = from_array(arrays["features"], meta["bfloat16"], self.device)
@@ -156,11 +160,14 @@ class ModelHandler(Tracker):
         session = self.session(image, frame_idx)
         self.predictor._obj_id_to_idx(session, 0)  # creates the object's (empty) output dicts
         outputs = session["output_dict_per_obj"][0]
-        outputs["cond_frame_outputs"][0] = self.load_memory(state["track"], f"{what} (its prompt frame)")
+        memories = self.load_memories([state["track"]] + [key for _, key in state["memory"]],
+                                       [f"{what} (its prompt frame)"] + [f"{what} (frame {f} of its memory)"
+                                                                         for f, _ in state["memory"]])
+        outputs["cond_frame_outputs"][0] = memories[0]
         for f, pointer in zip(state["pointer_frames"], arrays["pointers"]):
             outputs["non_cond_frame_outputs"][f] = {"obj_ptr": torch.from_numpy(pointer[None]).to(self.device)}
-        for f, key in state["memory"]:
-            outputs["non_cond_frame_outputs"][f] = self.load_memory(key, f"{what} (frame {f} of its memory)")
+        for (f, _), memory in zip(state["memory"], memories[1:]):
+            outputs["non_cond_frame_outputs"][f] = memory
         output, masks = self.predictor._run_single_frame_inference(
             inference_state=session, output_dict=outputs, frame_idx=frame_idx, batch_size=1,
             is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=False, run_mem_encoder=True)
