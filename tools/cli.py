@@ -58,15 +58,15 @@ def with_vocabulary(configs: list, value: str, scratch: Path) -> list:
     from common.core import vocabulary
 
     labels = vocabulary.parse(value)
+    open_ones = {config.path for config in configs if vocabulary.is_open(config.path.read_text(encoding="utf-8"))}
+    if not open_ones:
+        raise vocabulary.VocabularyError("--labels: none of these functions is a text-prompted detector")
     out = []
     for config in configs:
-        if str(config.annotations.get("open_vocabulary", "")).lower() == "true":
+        if config.path in open_ones:
             folder = vocabulary.staged(config.directory, labels, scratch / config.name)
-            out.append(type(config)(folder / config.path.name, read_config(folder / config.path.name)))
-        else:
-            out.append(config)
-    if out == configs:
-        raise vocabulary.VocabularyError("--labels: none of these functions is a text-prompted detector")
+            config = type(config)(folder / config.path.name, read_config(folder / config.path.name))
+        out.append(config)
     return out
 
 

@@ -99,8 +99,10 @@ class Detector(Model):
         override :meth:`detect_prompts` and prompt for those labels alone."""
         unknown = [name for name in names if name not in self.labels.by_name]
         if unknown:
+            names = [label.name for label in self.labels]
+            listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             raise RequestError(f"labels: {', '.join(map(repr, unknown[:5]))} not among this function's labels "
-                               f"({', '.join(label.name for label in list(self.labels)[:10])}...)")
+                               f"({listed})")
         labels = [self.labels.by_name[name] for name in dict.fromkeys(names)]
         found = self.detect_prompts(image, threshold, labels)
         ids = [self.labels.id_of(label) for label in labels]

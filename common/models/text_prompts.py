@@ -58,6 +58,11 @@ class TextPromptedDetector(Detector):
     :meth:`detect_prompts`; every spec label is prompted for unless a request names some."""
 
     hub_name: ClassVar[str]
+    licence_page: ClassVar[str | None] = None  # for gated checkpoints: where the licence is accepted
+
+    def from_pretrained(self, loader: Callable[..., Any]) -> Any:
+        """``loader`` (a ``from_pretrained``) on this function's checkpoint (see :func:`pretrained`)."""
+        return pretrained(loader, self.hub_name, self.licence_page)
 
     def detect(self, image: Image, threshold: float) -> Detections:
         return self.detect_prompts(image, threshold, list(self.labels))

@@ -52,10 +52,16 @@ def unpack(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not isinstance(data, (bytes, bytearray, memoryview)) or bytes(data[:4]) != MAGIC:
         raise PayloadError("not a stored array payload")
     version = data[4] if len(data) > 4 else None
-    if version == 1:
-        return _unpack_npz(data)
-    if version != VERSION:
+    if version not in (1, VERSION):
         raise PayloadError(f"stored payload version {version} is not {VERSION}")
+    arrays, meta = _unpack_npz(data) if version == 1 else _unpack_raw(data)
+    if not isinstance(meta, dict):
+        raise PayloadError("corrupt stored payload (metadata is not an object)")
+    return arrays, meta
+
+
+def _unpack_raw(data: bytes) -> tuple[dict[str, np.ndarray], Any]:
+    """Version 2: the JSON header, then the arrays' bytes."""
     try:
         (length,) = struct.unpack_from("<I", data, 5)
         header = json.loads(bytes(data[9:9 + length]).decode("utf-8"))
@@ -76,12 +82,10 @@ def unpack(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise ValueError(f"{len(body) - offset} bytes after the last array")
     except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise PayloadError(f"corrupt stored payload ({type(exc).__name__}: {exc})") from None
-    if not isinstance(meta, dict):
-        raise PayloadError("corrupt stored payload (metadata is not an object)")
     return arrays, meta
 
 
-def _unpack_npz(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _unpack_npz(data: bytes) -> tuple[dict[str, np.ndarray], Any]:
     """Version 1: an ``.npz`` archive, its metadata in ``__meta__``."""
     try:
         with np.load(io.BytesIO(bytes(data[5:])), allow_pickle=False) as archive:
@@ -89,6 +93,4 @@ def _unpack_npz(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         meta = json.loads(arrays.pop(META).tobytes().decode("utf-8"))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise PayloadError(f"corrupt stored payload ({type(exc).__name__}: {exc})") from None
-    if not isinstance(meta, dict):
-        raise PayloadError("corrupt stored payload (metadata is not an object)")
     return arrays, meta

@@ -21,11 +21,8 @@ from common.core.image import Image
 from common.core.labels import Label
 from common.core.results import Detections, Mask
 from common.core.settings import Settings, setting
-from common.models.text_prompts import TextPromptedDetector, phrase_table, pretrained
+from common.models.text_prompts import TextPromptedDetector, phrase_table
 from common.runtime.backends import torch_device
-
-HUB_NAME = "facebook/sam3"
-LICENCE_PAGE = "https://huggingface.co/facebook/sam3"
 
 
 @dataclass(frozen=True)
@@ -38,15 +35,16 @@ class ModelHandler(TextPromptedDetector):
     function_dir = Path(__file__).resolve().parent
     settings_class = Sam3Settings
     settings: Sam3Settings
-    hub_name = HUB_NAME
+    hub_name = "facebook/sam3"
+    licence_page = "https://huggingface.co/facebook/sam3"
     default_threshold = 0.5
     work_bytes_per_pixel = 40  # per instance mask at the image's size (float logits, then bool), a few at once
 
     def __init__(self, settings=None, log=None):
         super().__init__(settings, log)
         self.device = torch_device()
-        self.processor = pretrained(Sam3Processor.from_pretrained, HUB_NAME, LICENCE_PAGE)
-        self.model = pretrained(Sam3Model.from_pretrained, HUB_NAME, LICENCE_PAGE).eval().to(self.device)
+        self.processor = self.from_pretrained(Sam3Processor.from_pretrained)
+        self.model = self.from_pretrained(Sam3Model.from_pretrained).eval().to(self.device)
 
     @torch.inference_mode()
     def detect_prompts(self, image: Image, threshold: float, labels: Sequence[Label]) -> Detections:

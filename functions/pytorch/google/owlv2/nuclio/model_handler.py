@@ -19,23 +19,21 @@ from transformers import Owlv2ForObjectDetection, Owlv2Processor
 from common.core.image import Image
 from common.core.labels import Label
 from common.core.results import Detections
-from common.models.text_prompts import TextPromptedDetector, phrase_table, pretrained
+from common.models.text_prompts import TextPromptedDetector, phrase_table
 from common.runtime.backends import torch_device
-
-HUB_NAME = "google/owlv2-base-patch16-ensemble"
 
 
 class ModelHandler(TextPromptedDetector):
     function_dir = Path(__file__).resolve().parent
-    hub_name = HUB_NAME
+    hub_name = "google/owlv2-base-patch16-ensemble"
     default_threshold = 0.2
     work_bytes_per_pixel = 16  # the float32 image, padded to a square, before it is resized
 
     def __init__(self, settings=None, log=None):
         super().__init__(settings, log)
         self.device = torch_device()
-        self.processor = pretrained(Owlv2Processor.from_pretrained, HUB_NAME)
-        self.model = pretrained(Owlv2ForObjectDetection.from_pretrained, HUB_NAME).eval().to(self.device)
+        self.processor = self.from_pretrained(Owlv2Processor.from_pretrained)
+        self.model = self.from_pretrained(Owlv2ForObjectDetection.from_pretrained).eval().to(self.device)
 
     @torch.inference_mode()
     def detect_prompts(self, image: Image, threshold: float, labels: Sequence[Label]) -> Detections:
