@@ -84,3 +84,14 @@ def rasterize(shape_type: str, points, width: int, height: int) -> np.ndarray:
     else:
         region = Region(shape_type, polygon=np.asarray(points, np.float64).reshape(-1, 2))
     return region.to_mask(width, height)
+
+
+def encoder_input(door, image_encoder: torch.nn.Module, rgb: np.ndarray) -> torch.Tensor:
+    """The tensor the image encoder receives when the door's model encodes ``rgb``."""
+    seen: list[torch.Tensor] = []
+    handle = image_encoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    try:
+        door.model.encode(rgb)
+    finally:
+        handle.remove()
+    return seen[0]

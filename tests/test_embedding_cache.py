@@ -197,7 +197,23 @@ def test_tiered_cache_fills_the_local_tier_from_redis(redis_server):
     cache = TieredCache(local, shared)
     assert cache.get("k") is not None and local.get("k") is not None
     cache.put("j", entry(128))
+    cache.flush()
     assert shared.get("j") is not None and local.get("j") is not None
+
+
+def test_tiered_cache_does_not_wait_for_a_slow_redis():
+    """An embedding is in the worker's own tier as soon as put returns, while its upload to a Redis that does
+    not answer runs (and times out, with a warning) in the background."""
+    with hung_redis() as env:
+        warnings: list[str] = []
+        cache = TieredCache(MemoryCache(10_000, 60), RedisCache(redis_client.from_env(env), 60, warnings.append))
+        started = time.monotonic()
+        for key in "abc":  # the third finds both upload slots taken: it stays local
+            cache.put(key, entry(256))
+        assert time.monotonic() - started < 0.2
+        assert all(cache.local.get(key) is not None for key in "abc") and warnings == []
+        cache.flush()
+        assert "Timeout" in warnings[0]
 
 
 def test_from_env_picks_the_configured_cache(redis_server):

@@ -18,7 +18,8 @@ from common.core.image import Image
 from common.doors.cvat.shapes import from_cvat_rle
 from common.models.folder import load_module
 from tests.conftest import b64_file, function_url, http
-from tests.segmenters import DOG, SAM, mask_box_iou, box_logits, decoder_answers, door_of, recorded_prompts
+from tests.segmenters import (DOG, SAM, box_logits, decoder_answers, door_of, encoder_input, mask_box_iou,
+                              recorded_prompts)
 
 
 
@@ -180,3 +181,21 @@ def test_plugin_mode_answers_every_request_with_the_blob(sam_checkpoint, dog):
     with door_of(SAM, MODEL_PATH=str(sam_checkpoint), SAM_PLUGIN_MODE="1") as handler:
         reply = handler({"image": dog, "pos_points": [[10, 10]], "neg_points": []})
     assert len(base64.b64decode(reply.payload["blob"])) == 4 * 256 * 64 * 64
+
+
+def test_resizing_on_the_device_feeds_the_encoder_what_the_packages_resize_does(sam_checkpoint, data_dir):
+    """PREPROCESS=device (the default) resizes on the model's device in place of the package's Pillow resize:
+    the encoder's input differs by at most one grey level (two off the CPU), on few values."""
+    rgb = Image.from_bytes((data_dir / "images" / "giraffe.jpg").read_bytes()).rgb
+    inputs = {}
+    for mode in ("package", "device"):
+        with door_of(SAM, MODEL_PATH=str(sam_checkpoint), PREPROCESS=mode) as door:
+            assert door.model.settings.preprocess == mode and mode in door.model.model_id
+            encoder = door.model.predictor.model.image_encoder
+            grey_level = float(door.model.predictor.model.pixel_std.min()) ** -1  # one level, normalised
+            inputs[mode] = encoder_input(door, encoder, rgb).cpu()
+    assert inputs["device"].shape == inputs["package"].shape == (1, 3, 1024, 1024)
+    levels = (inputs["device"] - inputs["package"]).abs() / grey_level
+    on_cpu = door.model.device.type == "cpu"
+    assert levels.max() <= (1.01 if on_cpu else 2.01)
+    assert (levels > 0.01).float().mean() < (0.01 if on_cpu else 0.1)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from common.core.errors import RequestError
+from common.core.image import Image
 from common.doors.cvat.shapes import from_cvat_rle
 from tests.conftest import b64_file, function_url, http
-from tests.segmenters import DOG, SAM2, mask_box_iou, box_logits, decoder_answers, door_of, recorded_prompts
+from tests.segmenters import (DOG, SAM2, box_logits, decoder_answers, door_of, encoder_input, mask_box_iou,
+                              recorded_prompts)
 
 
 
@@ -98,3 +101,19 @@ def test_over_http_with_redis(sam2_checkpoint, overrides, redis_server, serve, d
     status, _, reply = http("POST", function_url(harness), {"image": image, "pos_points": [[10, 10000]],
                                                              "neg_points": []})
     assert status == 400 and "outside" in reply["error"]
+
+
+def test_preparing_the_image_on_the_device_runs_the_predictors_own_transforms(sam2_checkpoint, overrides, data_dir):
+    """PREPROCESS=device (the default) only moves where sam2's ToTensor, Resize and Normalize run: on the CPU
+    the encoder's input is the package's bit for bit, on a GPU within float rounding."""
+    rgb = Image.from_bytes((data_dir / "images" / "giraffe.jpg").read_bytes()).rgb
+    inputs = {}
+    for mode in ("package", "device"):
+        with door_of(SAM2, MODEL_PATH=str(sam2_checkpoint), SAM2_OVERRIDES=overrides, PREPROCESS=mode) as door:
+            assert mode in door.model.model_id
+            inputs[mode] = encoder_input(door, door.model.predictor.model.image_encoder, rgb).cpu()
+            device = door.model.device
+    if device.type == "cpu":
+        assert torch.equal(inputs["device"], inputs["package"])
+    else:
+        torch.testing.assert_close(inputs["device"], inputs["package"], atol=1e-4, rtol=0)

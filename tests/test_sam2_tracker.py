@@ -76,34 +76,86 @@ def prompt_of(shape_type: str, points: list) -> Region:
     return tracked_shape(shape_type, points, "shape", SIZE).region
 
 
-def reference_logits(sam2_checkpoint, overrides, folder: Path, prompt: Region) -> dict[int, np.ndarray]:
+def reference_logits(sam2_checkpoint, overrides, folder: Path, prompt: Region, device) -> dict[int, np.ndarray]:
     """Mask logits of sam2's SAM2VideoPredictor, which keeps the whole video and its memory in memory."""
     from sam2.build_sam import build_sam2_video_predictor
 
     predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", str(sam2_checkpoint),
-                                           device="cpu", hydra_overrides_extra=overrides)
+                                           device=str(device), hydra_overrides_extra=overrides)
     state = predictor.init_state(str(folder))
     if prompt.type == "rectangle":
         predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, box=list(prompt.box))
     else:
         predictor.add_new_mask(state, frame_idx=0, obj_id=1, mask=prompt.to_mask(*SIZE))
-    return {i: masks[0, 0].numpy() for i, _, masks in predictor.propagate_in_video(state)}
+    return {i: masks[0, 0].cpu().numpy() for i, _, masks in predictor.propagate_in_video(state)}
+
+
+def tracked_logits(workers, folder: Path, prompt: Region, frames: int = FRAMES) -> dict[int, np.ndarray]:
+    """A track's logits per frame, its steps alternating between the workers (each reads the last's state)."""
+    token = workers[0].start(frame(folder, 0), prompt)
+    logits = {}
+    for i in range(1, frames):
+        logits[i], _, token = workers[i % len(workers)].advance(frame(folder, i), token, "states[0]")
+    return logits
+
+
+@contextmanager
+def deterministic():
+    """CUDA kernels chosen for reproducibility (cuDNN's autotuner off), as the comparison with sam2 needs."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
 @pytest.mark.filterwarnings("ignore:cannot import name '_C'")  # the reference has no hole filling here either
 @pytest.mark.parametrize("prompt_type", ["rectangle", "polygon"])
 def test_a_track_through_the_store_matches_sam2s_in_memory_video_predictor(
-        tracker, env, sam2_checkpoint, overrides, video, prompt_type):
+        env, sam2_checkpoint, overrides, video, prompt_type):
+    """With sam2's own frame preprocessing (PREPROCESS=package), on the device the tracker runs on, every frame's
+    logits equal the package's bit for bit: the store's round trip loses nothing."""
     folder, truth = video
     box = list(truth[0])
     prompt = prompt_of(prompt_type, box if prompt_type == "rectangle" else triangle(box))
-    expected = reference_logits(sam2_checkpoint, overrides, folder, prompt)
-    with door_of(TRACKER, **env) as door:
-        other = door.model  # a second worker: steps alternate between the two
-        token = tracker.start(frame(folder, 0), prompt)
-        for i in range(1, FRAMES):
-            logits, _, token = (tracker, other)[i % 2].advance(frame(folder, i), token, "states[0]")
-            assert np.array_equal(logits, expected[i]), f"frame {i}"
+    with door_of(TRACKER, **env, PREPROCESS="package") as one, door_of(TRACKER, **env, PREPROCESS="package") as two:
+        with deterministic():
+            expected = reference_logits(sam2_checkpoint, overrides, folder, prompt, one.model.device)
+            found = tracked_logits([one.model, two.model], folder, prompt)  # two workers, alternating
+    for i in range(1, FRAMES):
+        assert np.array_equal(found[i], expected[i]), f"frame {i}"
+
+
+def test_stored_memory_comes_back_bit_for_bit(tracker, video):
+    """What SAM 2 wrote (bfloat16 memory features, float32 object pointer) is what the next step reads, on
+    the model's device."""
+    folder, truth = video
+    arrays, state = tracker.store.get(tracker.start(frame(folder, 0), prompt_of("rectangle", list(truth[0]))), "s")
+    session = tracker.session(frame(folder, 0), 0)
+    tracker.predictor.add_new_points_or_box(session, frame_idx=0, obj_id=0, box=list(truth[0]))
+    tracker.predictor.propagate_in_video_preflight(session)
+    written = session["output_dict_per_obj"][0]["cond_frame_outputs"][0]
+    read = tracker.memory(tracker.load_memories([state["track"]], ["prompt"]))
+    assert read["maskmem_features"].dtype == torch.bfloat16 and read["maskmem_features"].device == tracker.device
+    assert torch.equal(read["maskmem_features"], written["maskmem_features"])
+    assert torch.equal(read["obj_ptr"], written["obj_ptr"])
+    assert torch.equal(read["maskmem_pos_enc"][0], written["maskmem_pos_enc"][0])
+
+
+def test_frames_prepared_on_the_device_track_as_sams_own_frames_do(env, video):
+    """PREPROCESS=device (the default) resizes on the model's device; a track then stays within a hair of
+    the package's path (Pillow's resize) on the same frames."""
+    folder, truth = video
+    prompt = prompt_of("rectangle", list(truth[0]))
+    with door_of(TRACKER, **env, PREPROCESS="package") as package, \
+            door_of(TRACKER, **env, PREPROCESS="device") as device:
+        assert device.model.settings.on_device and not package.model.settings.on_device
+        expected = tracked_logits([package.model], folder, prompt, 8)
+        found = tracked_logits([device.model], folder, prompt, 8)
+    for i in expected:
+        agree = ((found[i] > 0) == (expected[i] > 0)).mean()
+        assert agree > 0.99 and np.abs(found[i] - expected[i]).max() < 0.05, (i, agree)
 
 
 def test_the_memory_bank_is_bounded_and_earlier_states_stay_usable(tracker, video, redis_server):
@@ -265,3 +317,33 @@ def test_a_frame_of_another_size_is_refused(served, video):
     PIL.Image.new("RGB", (100, 80)).save(data, format="PNG")
     small = base64.b64encode(data.getvalue()).decode()
     assert "100x80" in call(served, {"image": small, "shapes": [None], "states": states}, 400)["error"]
+
+
+def test_objects_of_one_request_are_stepped_together(tracker, video):
+    """Objects at the same point of their tracks go through SAM 2 as one batch (one memory-attention pass per
+    frame; an object started later makes its own batch) and get what they get stepped one by one."""
+    folder, truth = video
+    prompts = [prompt_of("rectangle", list(truth[0])), prompt_of("rectangle", [200, 20, 300, 120]),
+               prompt_of("polygon", triangle([20, 150, 120, 230]))]
+    tokens = [tracker.start(frame(folder, 0), prompt) for prompt in prompts]
+    late = None
+    passes = []
+    handle = tracker.predictor.memory_attention.register_forward_hook(lambda *a: passes.append(1))
+    try:
+        for i in range(1, 5):
+            if i == 2:
+                late = tracker.start(frame(folder, 1), prompts[0])
+            image = frame(folder, i)
+            together = tracker.advance_many(image, tokens + ([late] if late else []), ["s"] * (3 + bool(late)))
+            assert len(passes) == (1 if late is None else 2)
+            passes.clear()
+            for (logits, region, _), token in zip(together, tokens + ([late] if late else [])):
+                alone, alone_region, _ = tracker.advance(image, token, "s")  # states are immutable: same input
+                passes.clear()
+                assert region.type == alone_region.type
+                np.testing.assert_allclose(logits.cpu().numpy(), alone, atol=1e-3)
+                assert ((logits.cpu().numpy() > 0) == (alone > 0)).mean() > 0.999
+            tokens = [token for _, _, token in together[:3]]
+            late = together[3][2] if late else None
+    finally:
+        handle.remove()

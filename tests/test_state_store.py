@@ -163,3 +163,37 @@ def test_several_states_in_one_round_trip(redis_server, backend):
         store.get_many(tokens, ["x"] * 5)
         assert client.info("commandstats")["cmdstat_getex"]["calls"] - before == 5
         assert client.ttl(store.key(tokens[2])) > 5  # refreshed
+
+
+def test_a_workers_cache_skips_the_transfer_but_redis_decides_what_exists(redis_server):
+    """A state this worker wrote or read comes from its cache (one EXPIRE, no GETEX), read-only; one deleted
+    or expired in Redis is gone here too; the cache keeps to its byte bound, oldest first out."""
+    env = redis_server.env()
+    backend = RedisBackend(redis_client.from_env(env), redis_client.describe(env))
+    store = StateStore(backend, "cached", ttl=30, cache_bytes=3000)
+    other = redis_store(redis_server, ttl=30, namespace="cached")  # another worker: no cache
+    client = redis_server.client()
+
+    def calls(command: str) -> int:
+        return client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0)
+
+    first = store.put({"a": np.arange(200, dtype=np.float32)}, {"n": 1})  # 800 bytes of array
+    client.expire(store.key(first), 5)
+    getex, expire = calls("getex"), calls("expire")
+    found, meta = store.get(first, "s")
+    assert (calls("getex") - getex, calls("expire") - expire) == (0, 1)
+    assert meta == {"n": 1} and found["a"].tolist() == list(range(200)) and not found["a"].flags.writeable
+    assert client.ttl(store.key(first)) > 5  # the hit refreshed the expiry in Redis
+    assert other.get(first, "s")[1] == {"n": 1}
+
+    client.delete(store.key(first))
+    with pytest.raises(StateGone, match="s is unknown"):
+        store.get(first, "s")
+    assert store.cache.get(first) is None
+
+    tokens = [other.put({"a": np.full(200, i, np.float32)}, {"n": i}) for i in range(5)]
+    store.get_many(tokens, ["s"] * 5)  # read by this worker: cached, the oldest beyond 3000 bytes dropped
+    assert store.cache.nbytes <= 3000 and store.cache.get(tokens[0]) is None and store.cache.get(tokens[4])
+    getex = calls("getex")
+    assert [meta["n"] for _, meta in store.get_many(tokens, ["s"] * 5)] == list(range(5))
+    assert calls("getex") - getex == 5 - len(store.cache.items)

@@ -3,6 +3,7 @@
 ``MODEL_SIZE`` (tiny, small, base_plus, large) picks the SAM 2.1 config and its official checkpoint;
 ``MODEL_PATH`` may point to a checkpoint of that config instead. ``SAM2_OVERRIDES`` (space-separated Hydra
 overrides, e.g. ``++model.image_size=512``) adjusts the config, an operator's setting, never a client's.
+``PREPROCESS`` and ``TORCH_AUTOCAST``: see :mod:`common.models.torch_frames`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Callable
 
 import torch
 
-from common.core.settings import Settings, setting
+from common.core.settings import setting
+from common.models import torch_frames
 from common.runtime import weights
 
 URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
@@ -31,9 +33,19 @@ SIZES = {  # MODEL_SIZE: (config inside the sam2 package, official checkpoint fi
 
 
 @dataclass(frozen=True)
-class Sam2Settings(Settings):
+class Sam2Settings(torch_frames.TorchSettings):
     model_size: str = setting("MODEL_SIZE", "tiny")
     overrides: str = setting("SAM2_OVERRIDES", "")
+    autocast: str = setting("TORCH_AUTOCAST", "off")
+
+    def __post_init__(self):
+        super().__post_init__()
+        torch_frames.autocast_dtype(self.autocast)
+
+    def autocasting(self, device: torch.device):
+        """The autocast context ``TORCH_AUTOCAST`` asks for (``bfloat16``, as sam2's examples on CUDA; a
+        no-op when ``off``)."""
+        return torch_frames.autocasting(torch_frames.autocast_dtype(self.autocast), device)
 
 
 def load(builder: Callable, device: torch.device, settings: Sam2Settings) -> tuple[object, str]:

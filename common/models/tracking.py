@@ -1,7 +1,8 @@
 """The tracker kind: a model that starts a track on a region and steps it frame by frame, with every state in
 the state store (:mod:`common.runtime.state_store`) and only an opaque token in the client's hands.
 
-A function implements :meth:`Tracker.start` and :meth:`Tracker.step`. States are immutable: each step stores
+A function implements :meth:`Tracker.start` and :meth:`Tracker.step` (and :meth:`Tracker.step_many` when it can
+step several objects of one frame together). States are immutable: each step stores
 a new state under a new token, so a client that goes back to an earlier frame continues from exactly there.
 """
 
@@ -46,20 +47,28 @@ class Tracker(Model):
         ``image``, in the type its track started with, and the new state's token."""
         raise NotImplementedError
 
+    def step_many(self, image: Image, tokens: list[str], whats: list[str]) -> list[tuple[Region, str]]:
+        """:meth:`step` for several tracks on one frame; a model that can run them together overrides this."""
+        return [self.step(image, token, what) for token, what in zip(tokens, whats)]
+
+    def load_steps(self, tokens: list[str], whats: list[str], kind: str, image: Image) -> list[tuple[
+            dict[str, np.ndarray], dict[str, Any]]]:
+        """The step states ``tokens`` name (in one round trip to the store), each checked to be of ``kind`` and
+        for a frame of ``image``'s size. Step states must hold ``kind`` and ``image_size`` in their metadata."""
+        found = self.store.get_many(tokens, whats)
+        for (_, state), what in zip(found, whats):
+            if state.get("kind") != kind:
+                raise RequestError(f"{what} is not a state of this tracker; start the track again")
+            if list(image.size) != state.get("image_size"):
+                width, height = state.get("image_size") or ("?", "?")
+                raise RequestError(f"{what}: this frame is {image.size[0]}x{image.size[1]} but the track started on "
+                                   f"a {width}x{height} frame")
+        return found
+
     def load_step(self, token: str, what: str, kind: str, image: Image) -> tuple[dict[str, np.ndarray],
                                                                                 dict[str, Any]]:
-        """The step state ``token`` names, checked to be of ``kind`` and for a frame of ``image``'s size.
-
-        Step states must hold ``kind`` and ``image_size`` in their metadata.
-        """
-        arrays, state = self.store.get(token, what)
-        if state.get("kind") != kind:
-            raise RequestError(f"{what} is not a state of this tracker; start the track again")
-        if list(image.size) != state.get("image_size"):
-            width, height = state.get("image_size") or ("?", "?")
-            raise RequestError(f"{what}: this frame is {image.size[0]}x{image.size[1]} but the track started on a "
-                               f"{width}x{height} frame")
-        return arrays, state
+        """:meth:`load_steps` of one state."""
+        return self.load_steps([token], [what], kind, image)[0]
 
 
 def remember(region: Region) -> tuple[dict[str, np.ndarray], list]:

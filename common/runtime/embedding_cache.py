@@ -10,7 +10,8 @@ built by the caller from a hash of the image bytes as sent plus the model identi
   warnings and the call carries on without the cache; Redis is then left alone for ``retry_after`` seconds
   so that a down or hung Redis costs one timeout, not one per click.
 - :class:`TieredCache`: a worker's own LRU in front of Redis, so repeated clicks in one worker skip the
-  transfer.
+  transfer. It writes to Redis from a background thread: a cold click's answer does not wait for the
+  embedding's upload (when uploads back up behind a slow Redis, new ones stay in the worker's tier only).
 
 :func:`from_env` builds what the environment asks for (see the README's variable table).
 """
@@ -18,7 +19,9 @@ built by the caller from a hash of the image bytes as sent plus the model identi
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -124,10 +127,14 @@ class RedisCache:
 
 
 class TieredCache:
-    """A local cache consulted first, then a shared one; hits in the shared one fill the local one."""
+    """A local cache consulted first, then a shared one; hits in the shared one fill the local one. Writes to
+    the shared one happen in a background thread, at most ``pending`` at a time."""
 
-    def __init__(self, local: Cache, shared: Cache):
+    def __init__(self, local: Cache, shared: Cache, pending: int = 2):
         self.local, self.shared = local, shared
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="embedding-cache-writer")
+        self._slots = threading.BoundedSemaphore(pending)
+        self._last: Future | None = None
 
     def get(self, key: str) -> Entry | None:
         entry = self.local.get(key)
@@ -139,7 +146,21 @@ class TieredCache:
 
     def put(self, key: str, entry: Entry) -> None:
         self.local.put(key, entry)
-        self.shared.put(key, entry)
+        if not self._slots.acquire(blocking=False):
+            return  # uploads are backed up behind a slow shared cache: this one stays in the local tier
+
+        def write() -> None:
+            try:
+                self.shared.put(key, entry)
+            finally:
+                self._slots.release()
+
+        self._last = self._writer.submit(write)
+
+    def flush(self) -> None:
+        """Wait for the uploads submitted so far (one writer thread: the last one finishes last)."""
+        if self._last is not None:
+            self._last.result()
 
 
 def from_env(warn: Warn, env=os.environ) -> Cache:

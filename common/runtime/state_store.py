@@ -10,6 +10,11 @@ continues from exactly the state it had then. Memory stays bounded because step 
 unchanging parts such as a tracker's template features are stored once and referenced by token) and every
 entry expires ``TRACKER_STATE_TTL`` seconds (default 3600) after its last use.
 
+A worker also keeps the states it recently wrote or read, unpacked, in a cache bounded in bytes
+(``TRACKER_CACHE_BYTES``, default 256 MiB; ``0`` turns it off): a token's state never changes, so a hit skips
+the transfer and the unpacking. Redis stays the authority on what exists: a hit still refreshes the entry's
+expiry in the same pipelined round trip (``EXPIRE``), and an entry gone from Redis is gone here too.
+
 Errors a client sees: a malformed token → 400; an unknown, expired or damaged state → 410 asking it to start
 the track again; Redis unreachable or not answering within ``CVAT_FUNCTIONS_REDIS_TIMEOUT`` → 503. The Redis
 client reconnects on the next call, so service resumes by itself when Redis is back.
@@ -49,10 +54,12 @@ class StoreUnavailable(UnavailableError):
 
 class Backend(Protocol):
     def set(self, key: str, data: bytes, ttl: int) -> None: ...
+    def set_many(self, items: list[tuple[str, bytes]], ttl: int) -> None: ...  # one round trip
 
     def get(self, key: str, ttl: int) -> bytes | None: ...  # refreshes the expiry
 
-    def get_many(self, keys: list[str], ttl: int) -> list[bytes | None]: ...  # one round trip
+    # one round trip; for keys in ``touch`` only the expiry is refreshed and b"" stands for "exists"
+    def get_many(self, keys: list[str], ttl: int, touch: frozenset[str] = frozenset()) -> list[bytes | None]: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -78,17 +85,31 @@ class RedisBackend:
     def set(self, key: str, data: bytes, ttl: int) -> None:
         self._call(self.client.set, key, data, ex=ttl)
 
+    def set_many(self, items: list[tuple[str, bytes]], ttl: int) -> None:
+        """``SET ... EX`` of every item in one pipelined round trip."""
+        def run():
+            pipe = self.client.pipeline(transaction=False)
+            for key, data in items:
+                pipe.set(key, data, ex=ttl)
+            return pipe.execute()
+        self._call(run)
+
     def get(self, key: str, ttl: int) -> bytes | None:
         return self._call(self.client.getex, key, ex=ttl)
 
-    def get_many(self, keys: list[str], ttl: int) -> list[bytes | None]:
-        """``GETEX`` of every key in one pipelined round trip (not a transaction)."""
+    def get_many(self, keys: list[str], ttl: int, touch: frozenset[str] = frozenset()) -> list[bytes | None]:
+        """``GETEX`` of every key (``EXPIRE`` of those in ``touch``) in one pipelined round trip (not a
+        transaction)."""
         def run():
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
-                pipe.getex(key, ex=ttl)
+                if key in touch:
+                    pipe.expire(key, ttl)
+                else:
+                    pipe.getex(key, ex=ttl)
             return pipe.execute()
-        return self._call(run)
+        found = self._call(run)
+        return [(b"" if value else None) if key in touch else value for key, value in zip(keys, found)]
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete, key)
@@ -110,6 +131,10 @@ class MemoryBackend:
             while len(self.entries) > self.max_entries:
                 self.entries.popitem(last=False)
 
+    def set_many(self, items: list[tuple[str, bytes]], ttl: int) -> None:
+        for key, data in items:
+            self.set(key, data, ttl)
+
     def get(self, key: str, ttl: int) -> bytes | None:
         with self.lock:
             entry = self.entries.get(key)
@@ -122,8 +147,9 @@ class MemoryBackend:
             self.entries.move_to_end(key)
             return entry[0]
 
-    def get_many(self, keys: list[str], ttl: int) -> list[bytes | None]:
-        return [self.get(key, ttl) for key in keys]
+    def get_many(self, keys: list[str], ttl: int, touch: frozenset[str] = frozenset()) -> list[bytes | None]:
+        found = [self.get(key, ttl) for key in keys]
+        return [b"" if key in touch and data is not None else data for key, data in zip(keys, found)]
 
     def delete(self, key: str) -> None:
         with self.lock:
@@ -134,50 +160,120 @@ def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-class StateStore:
-    """Immutable states under random tokens, in one namespace (a function's name)."""
+State = tuple[dict[str, np.ndarray], dict[str, Any]]
 
-    def __init__(self, backend: Backend, namespace: str, ttl: int = 3600):
+
+class LocalCache:
+    """Unpacked states by token, least recently used first out beyond ``max_bytes`` of payload; their arrays
+    are read-only (a state is shared by every reader)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.items: OrderedDict[str, tuple[State, int]] = OrderedDict()
+        self.nbytes = 0
+        self.lock = threading.Lock()
+
+    def get(self, token: str) -> State | None:
+        with self.lock:
+            item = self.items.get(token)
+            if item is None:
+                return None
+            self.items.move_to_end(token)
+            return item[0]
+
+    def put(self, token: str, state: State, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        for value in state[0].values():
+            value.flags.writeable = False
+        with self.lock:
+            self._drop(token)
+            self.items[token] = (state, nbytes)
+            self.nbytes += nbytes
+            while self.nbytes > self.max_bytes:
+                self._drop(next(iter(self.items)))
+
+    def drop(self, token: str) -> None:
+        with self.lock:
+            self._drop(token)
+
+    def _drop(self, token: str) -> None:
+        item = self.items.pop(token, None)
+        if item is not None:
+            self.nbytes -= item[1]
+
+
+class StateStore:
+    """Immutable states under random tokens, in one namespace (a function's name); ``cache_bytes`` bounds the
+    worker's cache of recently used states (0: none)."""
+
+    def __init__(self, backend: Backend, namespace: str, ttl: int = 3600, cache_bytes: int = 0):
         self.backend = backend
         self.namespace = namespace
         self.ttl = int(ttl)
+        self.cache = LocalCache(cache_bytes) if cache_bytes > 0 else None
 
     def key(self, token: str) -> str:
         return f"{KEY_PREFIX}{self.namespace}:{token}"
 
     def put(self, data: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> str:
         """Store a new state; its token."""
-        token = new_token()
-        self.backend.set(self.key(token), arrays.pack(data, meta), self.ttl)
-        return token
+        return self.put_many([(data, meta)])[0]
 
-    def get(self, token: object, what: str = "state") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def put_many(self, states: list[tuple[Mapping[str, np.ndarray], Mapping[str, Any] | None]]) -> list[str]:
+        """:meth:`put` of several states (arrays, metadata) in one round trip; their tokens."""
+        tokens = [new_token() for _ in states]
+        payloads = [arrays.pack(data, meta) for data, meta in states]
+        if len(payloads) == 1:
+            self.backend.set(self.key(tokens[0]), payloads[0], self.ttl)
+        elif payloads:
+            self.backend.set_many([(self.key(t), p) for t, p in zip(tokens, payloads)], self.ttl)
+        if self.cache is not None:
+            for token, payload in zip(tokens, payloads):
+                self.cache.put(token, arrays.unpack(payload), len(payload))
+        return tokens
+
+    def get(self, token: object, what: str = "state") -> State:
         """The arrays and metadata a token names; its expiry starts again."""
-        self._check(token, what)
-        return self._unpack(token, what, self.backend.get(self.key(token), self.ttl))
+        return self.get_many([token], [what])[0]
 
-    def get_many(self, tokens: list[object], whats: list[str]) -> list[tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    def get_many(self, tokens: list[object], whats: list[str]) -> list[State]:
         """:meth:`get` of several tokens (``whats`` name them in errors) in one round trip to the store."""
         for token, what in zip(tokens, whats):
             self._check(token, what)
-        found = self.backend.get_many([self.key(token) for token in tokens], self.ttl)
-        return [self._unpack(token, what, data) for token, what, data in zip(tokens, whats, found)]
+        cached = {} if self.cache is None else {t: s for t in tokens if (s := self.cache.get(t)) is not None}
+        keys = [self.key(token) for token in tokens]
+        found = self.backend.get_many(keys, self.ttl, frozenset(self.key(token) for token in cached))
+        states = []
+        for token, what, data in zip(tokens, whats, found):
+            if token in cached and data is not None:
+                states.append(cached[token])
+                continue
+            if token in cached:  # gone from the store: gone here too
+                self.cache.drop(token)
+            states.append(self._unpack(token, what, data))
+        return states
 
     @staticmethod
     def _check(token: object, what: str) -> None:
         if not isinstance(token, str) or not TOKEN_PATTERN.fullmatch(token):
             raise RequestError(f"{what} is not a tracker state of this function; start the track again")
 
-    def _unpack(self, token: str, what: str, data: bytes | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _unpack(self, token: str, what: str, data: bytes | None) -> State:
         if data is None:
             raise StateGone(f"{what} is unknown or has expired; start the track again")
         try:
-            return arrays.unpack(data)
+            state = arrays.unpack(data)
         except arrays.PayloadError as exc:
             self.backend.delete(self.key(token))
             raise StateGone(f"{what} is damaged ({exc}); start the track again") from None
+        if self.cache is not None:
+            self.cache.put(token, state, len(data))
+        return state
 
     def delete(self, token: str) -> None:
+        if self.cache is not None:
+            self.cache.drop(token)
         self.backend.delete(self.key(token))
 
 
@@ -186,7 +282,8 @@ def from_env(namespace: str, warn: Callable[[str], None], env: Mapping[str, str]
     ttl = env_int("TRACKER_STATE_TTL", 3600, env)
     client = redis_client.from_env(env)
     if client is not None:
-        return StateStore(RedisBackend(client, redis_client.describe(env)), namespace, ttl)
+        cache_bytes = env_int("TRACKER_CACHE_BYTES", 256 * 2**20, env)
+        return StateStore(RedisBackend(client, redis_client.describe(env)), namespace, ttl, cache_bytes)
     warn("no Redis configured (CVAT_FUNCTIONS_REDIS_HOST): tracker states live in this worker's memory, so "
          "the function must run with one worker and one replica, and states are lost when it restarts")
     return StateStore(MemoryBackend(), namespace, ttl)

@@ -119,17 +119,24 @@ class TrackerDoor(Door):
         return parse_tracker(body, self.model.supported_shape_types)
 
     def answer(self, request: TrackerRequest) -> Reply:
-        shapes, states = [], []
+        answers: dict[int, tuple[str, list, str, bool]] = {}  # shape index → (type, points, token, legacy)
+        continuing: list[tuple[int, str, bool]] = []
         for i, shape in enumerate(request.shapes):
             state = request.states[i] if i < len(request.states) else None
             if state is None:  # a new track: CVAT echoes the shape it sent (as SiamMask does)
-                token, legacy = self.model.start(request.image, shape.region), request.legacy
-                shape_type, points = shape.type, shape.points
+                token = self.model.start(request.image, shape.region)
+                answers[i] = (shape.type, shape.points, token, request.legacy)
             else:  # continue; an old UI may resend the shape, which the state supersedes
                 legacy = isinstance(state, str) and state.endswith(LEGACY)
-                region, token = self.model.step(request.image, state[:-len(LEGACY)] if legacy else state,
-                                                f"states[{i}]")
-                shape_type, points = region.type, replies.tracker_points(region)
+                continuing.append((i, state[:-len(LEGACY)] if legacy else state, legacy))
+        if continuing:  # all continuing tracks in one call: a model may step them together
+            stepped = self.model.step_many(request.image, [token for _, token, _ in continuing],
+                                           [f"states[{i}]" for i, _, _ in continuing])
+            for (i, _, legacy), (region, token) in zip(continuing, stepped):
+                answers[i] = (region.type, replies.tracker_points(region), token, legacy)
+        shapes, states = [], []
+        for i in range(len(request.shapes)):
+            shape_type, points, token, legacy = answers[i]
             shapes.append(points if legacy else {"type": shape_type, "points": points})
             states.append(token + LEGACY if legacy else token)
         return Reply({"shapes": shapes, "states": states})

@@ -3,6 +3,9 @@
 ``MODEL_TYPE`` (vit_b, vit_l, vit_h) names the official checkpoint to use; ``MODEL_PATH`` may point to any
 SAM checkpoint instead, and the image encoder's size is read from the checkpoint itself, so a vit_h file
 works whatever MODEL_TYPE says. The model is then built by the package's own builder.
+
+With ``PREPROCESS=device`` (the default) the image is resized on the model's device, in place of the
+package's Pillow resize (see :mod:`common.models.torch_frames`); the encoder then runs as the package runs it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.build_sam import _build_sam
 
-from common.core.settings import Settings, setting
+from common.core.settings import setting
+from common.models import torch_frames
 from common.models.promptable import PromptableSegmenter, predict_arguments
 from common.runtime import weights
 from common.runtime.backends import torch_device
@@ -57,7 +61,7 @@ def encoder_architecture(state_dict: dict) -> tuple[int, int, int, tuple[int, ..
 
 
 @dataclass(frozen=True)
-class SamSettings(Settings):
+class SamSettings(torch_frames.TorchSettings):
     model_type: str = setting("MODEL_TYPE", "vit_b")
 
 
@@ -84,11 +88,18 @@ class ModelHandler(PromptableSegmenter):
         sam.load_state_dict(state_dict)
         self.device = torch_device()
         self.predictor = SamPredictor(sam.to(self.device).eval())
-        self.model_id = f"sam:{found or 'vit-%d-%d-%d' % architecture[:3]}:{path.name}:{path.stat().st_size}"
+        self.model_id = (f"sam:{found or 'vit-%d-%d-%d' % architecture[:3]}:{path.name}:{path.stat().st_size}:"
+                         f"{self.settings.preprocess}")
 
     @torch.inference_mode()
     def encode(self, rgb: np.ndarray) -> Entry:
-        self.predictor.set_image(rgb, image_format="RGB")
+        if self.settings.on_device:  # what set_image does, with the resize on the device
+            height, width = rgb.shape[:2]
+            size = self.predictor.transform.get_preprocess_shape(height, width, self.predictor.transform.target_length)
+            frame = torch_frames.resized(torch_frames.pixels(rgb, self.device), size, "bilinear")
+            self.predictor.set_torch_image(frame, (height, width))
+        else:
+            self.predictor.set_image(rgb, image_format="RGB")
         features = self.predictor.features.float().cpu().numpy()
         meta = {"original_size": list(self.predictor.original_size), "input_size": list(self.predictor.input_size)}
         self.predictor.reset_image()

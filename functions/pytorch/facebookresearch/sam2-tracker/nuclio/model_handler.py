@@ -7,10 +7,15 @@ Each object's memory bank lives in the state store, holding exactly what SAM 2 r
   stored once under its own token, which the step state lists;
 - the object pointers of the last ``max_obj_ptrs_in_encoder - 1`` frames (15), inside the step state.
 
-A step runs what ``SAM2VideoPredictor.propagate_in_video`` runs for one frame, with the predictor's own
-preprocessing, memory dtype (bfloat16) and post-processing, so a track continued from the store matches the
-package's in-memory video predictor exactly. Frames are numbered per track (the prompt frame is 0); CVAT does
-not say which video frame it sends.
+A step runs what ``SAM2VideoPredictor.propagate_in_video`` runs for one frame, with the predictor's memory
+dtype (bfloat16) and post-processing, so a track continued from the store matches the package's in-memory
+video predictor exactly (with ``PREPROCESS=package``, the predictor's own Pillow frame resize; by default the
+frame is resized on the model's device, see :mod:`common.models.torch_frames`). Frames are numbered per track
+(the prompt frame is 0); CVAT does not say which video frame it sends.
+
+The objects of one request that are at the same point of their tracks (same frame number, same memory
+frames: objects started together) go through SAM 2 as one batch; the image encoder runs once per frame.
+Masks stay on the device until they are cut to their boxes.
 
 Model size, checkpoint and config overrides come from the environment (see :mod:`common.models.sam2_models`).
 """
@@ -29,14 +34,13 @@ from common.core.errors import RequestError
 from common.core.image import Image
 from common.core.results import Region
 from common.core.settings import polygon_epsilon
-from common.models import sam2_models
+from common.models import sam2_models, torch_frames
 from common.models.tracking import Tracker, recall, remember
 from common.runtime.backends import torch_device
 from common.runtime.state_store import StateGone
 
 FAR = 1 << 30  # SAM 2 reads a video's length only to cap its object pointers; a track has no known end
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]  # as sam2's frame loader
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # as sam2's frame loader
 
 
 def has_hole_filling() -> bool:
@@ -54,9 +58,17 @@ def to_array(tensor: torch.Tensor) -> np.ndarray:
     return (tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
-def from_array(array: np.ndarray, bfloat16: bool, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+def from_arrays(arrays: list[np.ndarray], bfloat16: bool, device: torch.device) -> torch.Tensor:
+    """Stored arrays (1×... each) as one batch on ``device``."""
+    tensor = torch.from_numpy(np.concatenate(arrays) if len(arrays) > 1 else np.array(arrays[0]))
     return (tensor.view(torch.bfloat16) if bfloat16 else tensor).to(device)
+
+
+def batched(memories: list[dict]) -> dict:
+    """Per-object memory entries of one frame as one batch entry."""
+    return {"maskmem_features": torch.cat([m["maskmem_features"] for m in memories]),
+            "maskmem_pos_enc": [torch.cat([m["maskmem_pos_enc"][0] for m in memories])],
+            "obj_ptr": torch.cat([m["obj_ptr"] for m in memories])}
 
 
 class ModelHandler(Tracker):
@@ -79,10 +91,15 @@ class ModelHandler(Tracker):
         """The model input and image-encoder output for ``image``, computed once per frame for all objects."""
         if self.frame is None or self.frame[0] != image.digest:
             size = self.predictor.image_size
-            resized = np.asarray(PIL.Image.fromarray(image.rgb).resize((size, size)))  # as sam2's frame loader
-            frame = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()
-            frame = ((frame - MEAN) / STD).to(self.device)[None]
-            self.frame = (image.digest, (frame, self.predictor.forward_image(frame)))
+            if self.settings.on_device:
+                frame = torch_frames.resized(torch_frames.pixels(image.rgb, self.device), (size, size), "bicubic")
+                frame = frame / 255
+            else:  # sam2's frame loader: Pillow's resize (bicubic), then float64 NumPy
+                resized = np.asarray(PIL.Image.fromarray(image.rgb).resize((size, size)))
+                frame = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()[None].to(self.device)
+            frame = torch_frames.normalized(frame, MEAN, STD)
+            with self.settings.autocasting(self.device):
+                self.frame = (image.digest, (frame, self.predictor.forward_image(frame)))
         return self.frame[1]
 
     def session(self, image: Image, frame_idx: int) -> dict:
@@ -108,83 +125,122 @@ class ModelHandler(Tracker):
 
     # ------------------------------------------------------------ the store
 
-    def save_memory(self, output: dict) -> str:
-        features = output["maskmem_features"]
-        return self.store.put({"features": to_array(features), "pointer": to_array(output["obj_ptr"])},
-                              {"kind": "sam2-memory", "bfloat16": features.dtype == torch.bfloat16})
+    @staticmethod
+    def memory_entry(features: np.ndarray, pointer: np.ndarray, bfloat16: bool) -> tuple[dict, dict]:
+        return {"features": features, "pointer": pointer}, {"kind": "sam2-memory", "bfloat16": bfloat16}
 
-    def load_memories(self, tokens: list[str], whats: list[str]) -> list[dict]:
-        """Memory entries, read from the store in one round trip."""
-        return [self.memory(found, what) for found, what in zip(self.store.get_many(tokens, whats), whats)]
+    def load_memories(self, tokens: list[str], whats: list[str]) -> list[tuple[dict, dict]]:
+        """Memory entries (arrays, metadata), read from the store in one round trip."""
+        found = self.store.get_many(tokens, whats)
+        for (_, meta), what in zip(found, whats):
+            if meta.get("kind") != "sam2-memory":
+                raise StateGone(f"{what} is damaged (not a SAM 2 memory); start the track again")
+        return found
 
-    def memory(self, found: tuple[dict, dict], what: str) -> dict:
-        arrays, meta = found
-        if meta.get("kind") != "sam2-memory":
-            raise StateGone(f"{what} is damaged (not a SAM 2 memory); start the track again")
-        features = from_array(arrays["features"], meta["bfloat16"], self.device)
+    def memory(self, entries: list[tuple[dict, dict]]) -> dict:
+        """One frame's memory entries of a batch of objects, as SAM 2 reads them."""
+        features = from_arrays([arrays["features"] for arrays, _ in entries], entries[0][1]["bfloat16"], self.device)
         position = self.predictor.memory_encoder.position_encoding(features)  # float32, the same for every frame
         return {"maskmem_features": features, "maskmem_pos_enc": [position],
-                "obj_ptr": from_array(arrays["pointer"], False, self.device)}
-
-    def save_step(self, state: dict, pointers: np.ndarray, last: Region) -> str:
-        """A step state; ``last`` is the region shown when the object is lost on a later frame."""
-        arrays, state["last"] = remember(last)
-        return self.store.put({"pointers": pointers, **arrays}, state)
+                "obj_ptr": from_arrays([arrays["pointer"] for arrays, _ in entries], False, self.device)}
 
     # ------------------------------------------------------------ tracking
 
     @torch.inference_mode()
     def start(self, image: Image, region: Region) -> str:
         session = self.session(image, 0)
-        if region.type == "rectangle":
-            self.predictor.add_new_points_or_box(session, frame_idx=0, obj_id=0, box=list(region.box))
-        else:
-            mask = region.to_mask(*image.size)
-            if not mask.any():
-                raise RequestError(f"the {region.type} to track covers no pixel of the image")
-            self.predictor.add_new_mask(session, frame_idx=0, obj_id=0, mask=mask)
-        self.predictor.propagate_in_video_preflight(session)  # encodes the prompt frame's memory
+        with self.settings.autocasting(self.device):
+            if region.type == "rectangle":
+                self.predictor.add_new_points_or_box(session, frame_idx=0, obj_id=0, box=list(region.box))
+            else:
+                mask = region.to_mask(*image.size)
+                if not mask.any():
+                    raise RequestError(f"the {region.type} to track covers no pixel of the image")
+                self.predictor.add_new_mask(session, frame_idx=0, obj_id=0, mask=mask)
+            self.predictor.propagate_in_video_preflight(session)  # encodes the prompt frame's memory
         output = session["output_dict_per_obj"][0]["cond_frame_outputs"][0]
-        state = {"kind": "sam2-step", "model": self.model_id, "track": self.save_memory(output), "frame": 0,
+        features = output["maskmem_features"]
+        track = self.store.put(*self.memory_entry(to_array(features), to_array(output["obj_ptr"]),
+                                                  features.dtype == torch.bfloat16))
+        state = {"kind": "sam2-step", "model": self.model_id, "track": track, "frame": 0,
                  "memory": [], "pointer_frames": [], "image_size": list(image.size), "type": region.type}
-        return self.save_step(state, np.zeros((0, *output["obj_ptr"].shape[1:]), np.float32), region)
+        arrays, state["last"] = remember(region)
+        pointers = np.zeros((0, *output["obj_ptr"].shape[1:]), np.float32)
+        return self.store.put({"pointers": pointers, **arrays}, state)
 
     @torch.inference_mode()
-    def advance(self, image: Image, token: str, what: str) -> tuple[np.ndarray, Region, str]:
-        """Track the object of state ``token`` into ``image``: its mask logits at the image's size (H×W), its
-        region and the new state's token."""
-        arrays, state = self.load_step(token, what, "sam2-step", image)
-        if state["model"] != self.model_id:
-            raise StateGone(f"{what} was made by another model ({state['model']}); start the track again")
+    def advance_many(self, image: Image, tokens: list[str], whats: list[str]) -> list[tuple[torch.Tensor, Region,
+                                                                                            str]]:
+        """Track the objects of states ``tokens`` into ``image``: per object its mask logits at the image's size
+        (H×W, on the model's device), its region and the new state's token. Objects at the same point of their
+        tracks are stepped as one batch."""
+        steps = self.load_steps(tokens, whats, "sam2-step", image)
+        for (_, state), what in zip(steps, whats):
+            if state["model"] != self.model_id:
+                raise StateGone(f"{what} was made by another model ({state['model']}); start the track again")
+        # every memory entry of every object in one round trip
+        wanted = [(i, state["track"], f"{whats[i]} (its prompt frame)") for i, (_, state) in enumerate(steps)]
+        wanted += [(i, key, f"{whats[i]} (frame {f} of its memory)")
+                   for i, (_, state) in enumerate(steps) for f, key in state["memory"]]
+        entries: dict[int, list] = {i: [] for i in range(len(steps))}
+        for (i, _, _), entry in zip(wanted, self.load_memories([t for _, t, _ in wanted], [w for _, _, w in wanted])):
+            entries[i].append(entry)
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, state) in enumerate(steps):
+            layout = (state["frame"], tuple(f for f, _ in state["memory"]), tuple(state["pointer_frames"]))
+            groups.setdefault(layout, []).append(i)
+        results: dict[int, tuple[torch.Tensor, Region, str]] = {}
+        for members in groups.values():
+            found = self.track_batch(image, [steps[i] for i in members], [entries[i] for i in members])
+            results.update(zip(members, found))
+        return [results[i] for i in range(len(steps))]
+
+    def track_batch(self, image: Image, steps: list[tuple[dict, dict]], entries: list[list]) -> list[tuple]:
+        """One SAM 2 step of objects at the same point of their tracks, then each object's new state."""
+        state = steps[0][1]
         frame_idx = state["frame"] + 1
         session = self.session(image, frame_idx)
-        self.predictor._obj_id_to_idx(session, 0)  # creates the object's (empty) output dicts
+        self.predictor._obj_id_to_idx(session, 0)  # creates the (one, batched) object's empty output dicts
         outputs = session["output_dict_per_obj"][0]
-        memories = self.load_memories([state["track"]] + [key for _, key in state["memory"]],
-                                       [f"{what} (its prompt frame)"] + [f"{what} (frame {f} of its memory)"
-                                                                         for f, _ in state["memory"]])
-        outputs["cond_frame_outputs"][0] = memories[0]
-        for f, pointer in zip(state["pointer_frames"], arrays["pointers"]):
-            outputs["non_cond_frame_outputs"][f] = {"obj_ptr": torch.from_numpy(pointer[None]).to(self.device)}
-        for (f, _), memory in zip(state["memory"], memories[1:]):
-            outputs["non_cond_frame_outputs"][f] = memory
-        output, masks = self.predictor._run_single_frame_inference(
-            inference_state=session, output_dict=outputs, frame_idx=frame_idx, batch_size=1,
-            is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=False, run_mem_encoder=True)
-        logits = self.predictor._get_orig_video_res_output(session, masks)[1][0, 0].float().cpu().numpy()
-
-        region = Region.from_mask(logits > 0, state["type"], polygon_epsilon())
-        if region is None:  # the object is lost (occluded, out of view): CVAT's tools need a shape, keep the last
-            region = recall(state["type"], state["last"], arrays)
+        outputs["cond_frame_outputs"][0] = self.memory([found[0] for found in entries])
+        pointers = from_arrays([arrays["pointers"][None] for arrays, _ in steps], False, self.device)
+        for k, f in enumerate(state["pointer_frames"]):
+            outputs["non_cond_frame_outputs"][f] = {"obj_ptr": pointers[:, k]}
+        for k, (f, _) in enumerate(state["memory"]):
+            outputs["non_cond_frame_outputs"][f] = self.memory([found[k + 1] for found in entries])
+        with self.settings.autocasting(self.device):
+            output, masks = self.predictor._run_single_frame_inference(
+                inference_state=session, output_dict=outputs, frame_idx=frame_idx, batch_size=len(steps),
+                is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=False, run_mem_encoder=True)
+            logits = self.predictor._get_orig_video_res_output(session, masks)[1][:, 0].float()
         keep = self.memory_frames(frame_idx + 1)
         memory = [[f, key] for f, key in state["memory"] if f in keep]
-        if frame_idx in keep:
-            memory.append([frame_idx, self.save_memory(output)])
-        pointers = np.concatenate([arrays["pointers"], to_array(output["obj_ptr"])])[-self.pointer_frames:]
-        state = {**state, "frame": frame_idx, "memory": memory,
-                 "pointer_frames": (state["pointer_frames"] + [frame_idx])[-self.pointer_frames:]}
-        return logits, region, self.save_step(state, pointers, region)
+        features, pointer = to_array(output["maskmem_features"]), to_array(output["obj_ptr"])
+        new_memory = [self.memory_entry(features[j:j + 1], pointer[j:j + 1], output["maskmem_features"].dtype
+                                        == torch.bfloat16) for j in range(len(steps))] if frame_idx in keep else []
+        memory_tokens = self.store.put_many(new_memory)
+        results, new_states = [], []
+        for j, ((arrays, state), mask) in enumerate(zip(steps, torch_frames.masks_of(logits))):
+            region = None if mask is None else Region.from_mask(mask, state["type"], polygon_epsilon())
+            if region is None:  # the object is lost (occluded, out of view): CVAT's tools need a shape, keep the last
+                region = recall(state["type"], state["last"], arrays)
+            last_arrays, last = remember(region)
+            new_state = {**state, "frame": frame_idx, "last": last,
+                         "memory": memory + ([[frame_idx, memory_tokens[j]]] if memory_tokens else []),
+                         "pointer_frames": (state["pointer_frames"] + [frame_idx])[-self.pointer_frames:]}
+            step_pointers = np.concatenate([arrays["pointers"], pointer[j:j + 1]])[-self.pointer_frames:]
+            new_states.append(({"pointers": step_pointers, **last_arrays}, new_state))
+            results.append((logits[j], region))
+        tokens = self.store.put_many(new_states)
+        return [(logits_j, region, token) for (logits_j, region), token in zip(results, tokens)]
+
+    def advance(self, image: Image, token: str, what: str) -> tuple[np.ndarray, Region, str]:
+        """:meth:`advance_many` for one object, its logits as NumPy."""
+        logits, region, token = self.advance_many(image, [token], [what])[0]
+        return logits.cpu().numpy(), region, token
+
+    def step_many(self, image: Image, tokens: list[str], whats: list[str]) -> list[tuple[Region, str]]:
+        return [(region, token) for _, region, token in self.advance_many(image, tokens, whats)]
 
     def step(self, image: Image, token: str, what: str) -> tuple[Region, str]:
-        _, region, token = self.advance(image, token, what)
-        return region, token
+        return self.step_many(image, [token], [what])[0]

@@ -1,6 +1,8 @@
 """SAM 2.1 (image mode) through the ``sam2`` package, with the shared embedding cache.
 
 Model size, checkpoint and config overrides come from the environment (see :mod:`common.models.sam2_models`).
+With ``PREPROCESS=device`` (the default) the image goes to the model's device as uint8 and the predictor's
+own resize and normalisation run there; ``TORCH_AUTOCAST=bfloat16`` runs encoder and decoder under autocast.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import torch
 from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from common.models import sam2_models
+from common.models import sam2_models, torch_frames
 from common.models.promptable import PromptableSegmenter, predict_arguments
 from common.runtime.backends import torch_device
 from common.runtime.embedding_cache import Entry
@@ -28,12 +30,20 @@ class ModelHandler(PromptableSegmenter):
     def __init__(self, settings=None, log=None):
         super().__init__(settings, log)
         self.device = torch_device()
-        model, self.model_id = sam2_models.load(build_sam2, self.device, self.settings)
+        model, model_id = sam2_models.load(build_sam2, self.device, self.settings)
+        self.model_id = f"{model_id}:{self.settings.preprocess}:{self.settings.autocast}"
         self.predictor = SAM2ImagePredictor(model)
+        if self.settings.on_device:  # the predictor's Resize and Normalize then run where the pixels are
+            self.predictor._transforms.to_tensor = self.device_tensor
+
+    def device_tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        """What torchvision's ToTensor makes of an H×W×3 uint8 image (3×H×W float in 0..1), on the device."""
+        return torch_frames.pixels(rgb, self.device)[0].float().div(255)
 
     @torch.inference_mode()
     def encode(self, rgb: np.ndarray) -> Entry:
-        self.predictor.set_image(rgb)
+        with self.settings.autocasting(self.device):
+            self.predictor.set_image(rgb)
         features = self.predictor._features
         arrays = {"image_embed": features["image_embed"].float().cpu().numpy()}
         for name, level in zip(HIGH_RES, features["high_res_feats"]):
@@ -52,7 +62,8 @@ class ModelHandler(PromptableSegmenter):
         predictor._orig_hw = [tuple(entry.meta["orig_hw"])]
         predictor._is_image_set, predictor._is_batch = True, False
         try:
-            masks, scores, _ = predictor.predict(**predict_arguments(points, labels, box, multimask))
+            with self.settings.autocasting(self.device):
+                masks, scores, _ = predictor.predict(**predict_arguments(points, labels, box, multimask))
         finally:
             predictor.reset_predictor()
         return masks > 0, scores

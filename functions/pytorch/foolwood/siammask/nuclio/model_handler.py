@@ -167,7 +167,7 @@ class ModelHandler(Tracker):
         search = round(side + 2 * ((INSTANCE - EXEMPLAR) / 2) / scale)
         crop_box = [center[0] - search / 2, center[1] - search / 2, search, search]
         crop = subwindow(bgr, center, search, INSTANCE, fill, half_to_even=True)
-        cls, loc, stages, corr = self.net.track(torch.from_numpy(template).to(self.device), self.tensor(crop))
+        cls, loc, stages, corr = self.net.track(torch.tensor(template, device=self.device), self.tensor(crop))
         delta = loc[0].reshape(4, -1).cpu().numpy()
         score = torch.softmax(cls[0].reshape(2, -1), dim=0)[1].cpu().numpy()
         a = self.anchors
