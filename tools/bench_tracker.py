@@ -1,9 +1,13 @@
 """``tools/fn bench-tracker``: a tracker's per-frame latency with its state in Redis vs in process memory,
-and the bytes of state per object (in the request and reply, and in Redis).
+for each object count asked (``--objects 1,10``), next to the bare package call where there is one, and the
+bytes of state per object (in the request and reply, and in Redis).
 
 The handler runs in this process (no HTTP), on the first frames of a video, with N objects placed on a grid
 and continued together, one request per frame as CVAT sends them. Redis is a private redis-server on a free
-loopback port. Run it on an idle machine; figures go in issue notes, not in tests.
+loopback port. ``--device`` picks the PyTorch device (``TORCH_DEVICE``). For SAM 2 the bare call is the
+package's own ``SAM2VideoPredictor.propagate_in_video`` on the same frames held in memory (its per-frame
+time: image encoder plus track step, objects one after another as the package runs them), with the same
+checkpoint and config. Run it on an idle machine; figures go in issue notes, not in tests.
 """
 
 from __future__ import annotations
@@ -63,13 +67,63 @@ def run(door, frames: list[bytes], objects: int) -> tuple[list[float], int]:
     return samples, len(json.dumps(states))
 
 
+def sam2_package(door, frames: list[bytes], objects: int, scratch: Path) -> list[float]:
+    """Per-frame seconds of sam2's own video predictor tracking ``objects`` boxes through ``frames`` (all
+    frames loaded and normalised before the clock starts, as ``init_state`` does)."""
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    from common.models import sam2_models
+    from common.runtime import weights
+
+    settings = door.model.settings
+    config, filename, sha256 = sam2_models.SIZES[settings.model_size]
+    checkpoint = weights.resolve(weights.Weights(filename, sam2_models.URL + filename, sha256))
+    predictor = build_sam2_video_predictor(config, str(checkpoint), device=str(door.model.device),
+                                           hydra_overrides_extra=settings.overrides.split())
+    folder = scratch / "frames"
+    folder.mkdir(exist_ok=True)
+    for i, frame in enumerate(frames):
+        (folder / f"{i:05d}.jpg").write_bytes(frame)
+    with torch.inference_mode(), settings.autocasting(door.model.device):
+        state = predictor.init_state(str(folder))
+        for k, box in enumerate(grid_boxes(state["video_width"], state["video_height"], objects)):
+            predictor.add_new_points_or_box(state, frame_idx=0, obj_id=k, box=box)
+        samples, started = [], None
+        for frame_idx, _, masks in predictor.propagate_in_video(state):
+            masks.cpu()  # the predictor hands back device tensors: wait for them
+            if started is not None:
+                samples.append(time.perf_counter() - started)
+            started = time.perf_counter()
+    return samples
+
+
+PACKAGE_CALLS = {"pth-facebookresearch-sam2-tracker": ("sam2 SAM2VideoPredictor.propagate_in_video", sam2_package)}
+
+
+def stored_sizes(server) -> dict[str, list[int]]:
+    client = server.client()
+    kinds: dict[str, list[int]] = {}
+    for key in client.scan_iter(f"{KEY_PREFIX}*"):
+        value = client.get(key)
+        kinds.setdefault(str(arrays.unpack(value)[1].get("kind")), []).append(len(value))
+    return kinds
+
+
+def line(label: str, samples: list[float], objects: int, base: float | None = None) -> str:
+    ms = [s * 1000 for s in samples]
+    ratio = "" if base is None else f"  = {statistics.median(ms) / base:.2f}x the 1-object package call"
+    return (f"  {label:42} median {statistics.median(ms):8.2f} ms per frame ({statistics.median(ms) / objects:7.2f} "
+            f"ms per object){ratio}")
+
+
 def cmd_bench_tracker(args) -> int:
     folder = Path(args.path).resolve()
     video = Path(args.video or Path(os.environ.get("TEST_DATA_DIR", "")) / "video" / "vtest.avi")
     frames = read_frames(video, args.frames + 1)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; {video.name}, "
-          f"{len(frames) - 1} continuing frames, {args.objects} objects per request"
-          f"{'; random weights' if args.random_weights else ''}")
+    counts = [int(v) for v in str(args.objects).split(",")]
+    if args.device:
+        os.environ["TORCH_DEVICE"] = args.device
     server = RedisServer().start()
     scratch = tempfile.TemporaryDirectory()
     try:
@@ -78,28 +132,39 @@ def cmd_bench_tracker(args) -> int:
         if args.random_weights:  # SAM 2, SiamMask: timings do not depend on the weights' values
             os.environ["MODEL_PATH"] = str(random_checkpoint(folder, {}, Path(scratch.name)))
         door = cvat_door(folder)
-        redis_samples, request_bytes = run(door, frames, args.objects)
-        client = server.client()
-        keys = list(client.scan_iter(f"{KEY_PREFIX}*"))
-        kinds: dict[str, list[int]] = {}
-        for key in keys:
-            value = client.get(key)
-            kinds.setdefault(str(arrays.unpack(value)[1].get("kind")), []).append(len(value))
-        stored = sum(sum(sizes) for sizes in kinds.values())
-        steps = len(frames)  # the first frame's state, then one per continuing frame
-        door.model.store = StateStore(MemoryBackend(), "bench", door.model.store.ttl)
-        memory_samples, _ = run(door, frames, args.objects)
+        device = getattr(door.model, "device", "cpu")
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; device {device}; "
+              f"{video.name}, {len(frames) - 1} continuing frames; objects per request: {args.objects}"
+              f"{'; random weights' if args.random_weights else ''}"
+              f"{'; SAM2_OVERRIDES=' + os.environ['SAM2_OVERRIDES'] if os.environ.get('SAM2_OVERRIDES') else ''}")
+        package = PACKAGE_CALLS.get(door.model.name)
+        redis_store = door.model.store
+        base = None
+        for objects in counts:
+            print(f"{objects} object{'s' * (objects > 1)}:")
+            if package is not None:
+                samples = package[1](door, frames, objects, Path(scratch.name))
+                if objects == 1:
+                    base = statistics.median(samples) * 1000
+                print(line(package[0], samples, objects, base))
+            server.client().flushall()
+            door.model.store = redis_store
+            redis_samples, request_bytes = run(door, frames, objects)
+            kinds = stored_sizes(server)
+            door.model.store = StateStore(MemoryBackend(), "bench", redis_store.ttl)
+            memory_samples, _ = run(door, frames, objects)
+            print(line("ours, state in Redis", redis_samples, objects, base))
+            print(line("ours, state in process memory", memory_samples, objects, base))
+        door.model.store = redis_store
     finally:
         server.stop()
         scratch.cleanup()
-    for label, samples in (("redis", redis_samples), ("in-process", memory_samples)):
-        ms = [s * 1000 for s in samples]
-        print(f"{label:10} per frame: median {statistics.median(ms):7.2f} ms, mean {statistics.mean(ms):7.2f} ms "
-              f"({statistics.median(ms) / args.objects:.2f} ms per object)")
-    print(f"state in the request/reply: {request_bytes / args.objects:.0f} bytes per object (JSON list of tokens)")
-    print(f"state in Redis: {stored} bytes in {len(keys)} keys after {steps} frames = "
-          f"{stored / args.objects / steps:.0f} bytes per object per frame on average (values only, "
-          "without Redis' own per-key overhead)")
+    stored = sum(sum(sizes) for sizes in kinds.values())
+    steps = len(frames)  # the first frame's state, then one per continuing frame
+    print(f"state in the request/reply: {request_bytes / objects:.0f} bytes per object (JSON list of tokens)")
+    print(f"state in Redis ({objects} objects): {stored} bytes in {sum(map(len, kinds.values()))} keys after {steps} "
+          f"frames = {stored / objects / steps:.0f} bytes per object per frame on average (values only, without "
+          "Redis' own per-key overhead)")
     for kind, sizes in sorted(kinds.items()):
         print(f"  {kind:20} {len(sizes):5} values, median {statistics.median(sizes):9.0f} bytes, "
               f"largest {max(sizes)} bytes")

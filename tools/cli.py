@@ -369,13 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     clicks.add_argument("--random-weights", action="store_true",
                         help="build a random checkpoint of the configured architecture (SAM, SAM 2)")
     clicks.add_argument("--gpu", action="store_true", help="use function-gpu.yaml")
+    clicks.add_argument("--device", help="PyTorch device (TORCH_DEVICE; default: CUDA when available)")
     clicks.set_defaults(func=lambda a: bench_module("clicks").cmd_bench_clicks(a))
 
     tracker = sub.add_parser("bench-tracker", help="a tracker's per-frame latency, Redis vs in-process state")
     tracker.add_argument("path", help="a tracker's function folder")
     tracker.add_argument("--video", help="default: $TEST_DATA_DIR/video/vtest.avi")
     tracker.add_argument("--frames", type=int, default=30, help="continuing frames")
-    tracker.add_argument("--objects", type=int, default=10, help="objects tracked together")
+    tracker.add_argument("--objects", default="1,10", help="objects tracked together, one run per count (1,10)")
+    tracker.add_argument("--device", help="PyTorch device (TORCH_DEVICE; default: CUDA when available)")
     tracker.add_argument("--random-weights", action="store_true",
                          help="SAM 2 (MODEL_SIZE's architecture), SiamMask: a randomly initialised checkpoint")
     tracker.set_defaults(func=lambda a: bench_module("tracker").cmd_bench_tracker(a))

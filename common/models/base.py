@@ -140,9 +140,10 @@ class Interactor(Model):
 
     kind: ClassVar[str] = "interactor"
 
-    def prepare(self, image: Image) -> bool | None:
+    def prepare(self, image: Image, shared: bool = False) -> bool | None:
         """Compute what prompts on ``image`` need (an image embedding), ahead of them; whether it was cached
-        already. None for a model that has nothing to prepare."""
+        already. None for a model that has nothing to prepare. ``shared``: return only once other workers can
+        find it too (a precompute request, which no one waits on)."""
         return None
 
     def segment(self, image: Image, prompt: Prompt) -> Region | None:

@@ -2,33 +2,29 @@
 
 A function subclasses :class:`PromptableSegmenter` and implements three things: ``model_id`` (which model
 produced an embedding: part of the cache key), ``encode`` (image → :class:`~common.runtime.embedding_cache.Entry`)
-and ``decode`` (entry + prompts → candidate masks and scores); a model whose embedding a browser-side decoder
+and ``decode`` (entry + prompts → candidate masks' logits on the model's device, and scores); a model whose embedding a browser-side decoder
 can use (SAM, for CVAT's SAM plugin) also implements ``embedding_array``. Everything else lives here:
 
 - the cache key is ``model_id`` plus the image's digest (the SHA-256 of its bytes as sent), so a warm click
   neither runs the image encoder nor decodes the image; :meth:`PromptableSegmenter.prepare` fills the cache
   ahead of clicks;
 - one click with no box is ambiguous, so the model proposes several masks and the best-scoring one is
-  returned; with more prompts the model gives one mask. Its score is the region's.
+  returned; with more prompts the model gives one mask. Its score is the region's. The mask is cut to its
+  box on the device: only the box's pixels come back to the CPU.
 """
 
 from __future__ import annotations
 
 
 import numpy as np
+import torch
 
 from common.core.image import Image, pad_to_aspect
 from common.core.results import Region
 from common.models.base import Interactor, Prompt
+from common.models.torch_frames import masks_of
 from common.runtime import embedding_cache
 from common.runtime.embedding_cache import Entry
-
-
-def predict_arguments(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None, multimask: bool) -> dict:
-    """Keyword arguments of ``SamPredictor.predict`` and ``SAM2ImagePredictor.predict`` for these prompts."""
-    some = len(points) > 0
-    return {"point_coords": points if some else None, "point_labels": labels if some else None,
-            "box": box, "multimask_output": multimask}
 
 
 class PromptableSegmenter(Interactor):
@@ -46,9 +42,10 @@ class PromptableSegmenter(Interactor):
         raise NotImplementedError
 
     def decode(self, entry: Entry, points: np.ndarray, labels: np.ndarray, box: np.ndarray | None,
-               multimask: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Masks (K×H×W bool, image size) and scores (K) for points (N×2, image pixels, labels 1 = object,
-        0 = background) and an optional box (xtl, ytl, xbr, ybr)."""
+               multimask: bool) -> tuple[torch.Tensor, np.ndarray]:
+        """Mask logits (K×H×W at the image's size, on the model's device; the mask is where they are > 0) and
+        scores (K) for points (N×2, image pixels, labels 1 = object, 0 = background) and an optional box
+        (xtl, ytl, xbr, ybr)."""
         raise NotImplementedError
 
     def embedding_array(self, entry: Entry) -> np.ndarray | None:
@@ -71,8 +68,11 @@ class PromptableSegmenter(Interactor):
         self._last = (image, entry)
         return entry, hit
 
-    def prepare(self, image: Image) -> bool:
-        return self.embedding(image)[1]
+    def prepare(self, image: Image, shared: bool = False) -> bool:
+        hit = self.embedding(image)[1]
+        if shared and not hit and hasattr(self.cache, "flush"):
+            self.cache.flush()
+        return hit
 
     def browser_embedding(self, image: Image) -> np.ndarray | None:
         return self.embedding_array(self.embedding(image)[0])
@@ -82,8 +82,8 @@ class PromptableSegmenter(Interactor):
         points = np.concatenate([prompt.positive, prompt.negative]).astype(np.float32).reshape(-1, 2)
         labels = np.concatenate([np.ones(len(prompt.positive)), np.zeros(len(prompt.negative))]).astype(np.int32)
         box = None if prompt.box is None else np.asarray(prompt.box, dtype=np.float32)
-        masks, scores = self.decode(entry, points, labels, box, multimask=len(points) == 1 and box is None)
+        logits, scores = self.decode(entry, points, labels, box, multimask=len(points) == 1 and box is None)
         best = int(np.argmax(scores))
         width, height = image.size
-        mask = masks[best][:height, :width]  # without the padding of an image beyond max_aspect
-        return Region.from_mask(mask, "mask", score=float(scores[best]))
+        mask = masks_of(logits[best:best + 1, :height, :width])[0]  # without the padding beyond max_aspect
+        return None if mask is None else Region.from_mask(mask, "mask", score=float(scores[best]))

@@ -11,7 +11,8 @@ built by the caller from a hash of the image bytes as sent plus the model identi
   so that a down or hung Redis costs one timeout, not one per click.
 - :class:`TieredCache`: a worker's own LRU in front of Redis, so repeated clicks in one worker skip the
   transfer. It writes to Redis from a background thread: a cold click's answer does not wait for the
-  embedding's upload (when uploads back up behind a slow Redis, new ones stay in the worker's tier only).
+  embedding's upload (when uploads back up behind a slow Redis, new ones stay in the worker's tier only);
+  a precompute request (an image without prompts) waits for it, so that any worker finds it next.
 
 :func:`from_env` builds what the environment asks for (see the README's variable table).
 """

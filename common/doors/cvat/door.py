@@ -92,7 +92,7 @@ class InteractorDoor(Door):
 
     def answer(self, request: InteractorRequest) -> Reply:
         image, prompt = request.image, request.prompt
-        hit = self.model.prepare(image)
+        hit = self.model.prepare(image, shared=self.prepares and prompt.empty and not request.blob)
         headers = {} if hit is None else {"X-Embedding-Cache": "hit" if hit else "miss"}
         if request.blob or self.plugin_mode:
             embedding = self.model.browser_embedding(image)

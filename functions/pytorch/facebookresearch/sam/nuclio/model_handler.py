@@ -21,7 +21,7 @@ from segment_anything.build_sam import _build_sam
 
 from common.core.settings import setting
 from common.models import torch_frames
-from common.models.promptable import PromptableSegmenter, predict_arguments
+from common.models.promptable import PromptableSegmenter
 from common.runtime import weights
 from common.runtime.backends import torch_device
 from common.runtime.embedding_cache import Entry
@@ -112,11 +112,21 @@ class ModelHandler(PromptableSegmenter):
         predictor.original_size = tuple(entry.meta["original_size"])
         predictor.input_size = tuple(entry.meta["input_size"])
         predictor.is_image_set = True
+        size = predictor.original_size
+        coords = labels_t = box_t = None
+        if len(points):  # as SamPredictor.predict, without taking every mask to the CPU
+            coords = torch.as_tensor(predictor.transform.apply_coords(points, size), dtype=torch.float,
+                                     device=self.device)[None]
+            labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
+        if box is not None:
+            box_t = torch.as_tensor(predictor.transform.apply_boxes(box, size), dtype=torch.float,
+                                    device=self.device)[None]
         try:
-            masks, scores, _ = predictor.predict(**predict_arguments(points, labels, box, multimask))
+            logits, scores, _ = predictor.predict_torch(coords, labels_t, box_t, multimask_output=multimask,
+                                                        return_logits=True)
         finally:
             predictor.reset_image()
-        return masks, scores
+        return logits[0], scores[0].float().cpu().numpy()
 
     def embedding_array(self, entry: Entry) -> np.ndarray:
         return entry.arrays["features"]

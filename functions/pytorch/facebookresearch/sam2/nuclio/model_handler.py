@@ -15,7 +15,7 @@ from sam2.build_sam import build_sam2
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from common.models import sam2_models, torch_frames
-from common.models.promptable import PromptableSegmenter, predict_arguments
+from common.models.promptable import PromptableSegmenter
 from common.runtime.backends import torch_device
 from common.runtime.embedding_cache import Entry
 
@@ -61,9 +61,12 @@ class ModelHandler(PromptableSegmenter):
         }
         predictor._orig_hw = [tuple(entry.meta["orig_hw"])]
         predictor._is_image_set, predictor._is_batch = True, False
-        try:
+        some = len(points) > 0
+        try:  # SAM2ImagePredictor.predict's two halves, without taking every mask to the CPU
             with self.settings.autocasting(self.device):
-                masks, scores, _ = predictor.predict(**predict_arguments(points, labels, box, multimask))
+                _, coords, labels_t, box_t = predictor._prep_prompts(points if some else None,
+                                                                     labels if some else None, box, None, True)
+                logits, scores, _ = predictor._predict(coords, labels_t, box_t, None, multimask, return_logits=True)
         finally:
             predictor.reset_predictor()
-        return masks > 0, scores
+        return logits[0], scores[0].float().cpu().numpy()
