@@ -4,9 +4,11 @@ For one function folder and one image it measures, with N sequential requests ea
 
 - ``http``: the whole request through the harness over HTTP (what CVAT sees, minus CVAT itself);
 - ``handler``: the handler in-process (parse + decode + pre-processing + inference + post-processing);
-- ``backend``: the bare backend call on an input of the model's shape (ONNX functions with a ``model``).
+- ``backend``: the bare backend call on an input of the model's shape (ONNX functions with a ``model``),
+  alternated call by call with the handler's, so that both see the same machine, and their ratio.
 
-Run it on an idle machine; figures go in issue notes, not in tests.
+``--device`` sets ``TORCH_DEVICE`` for PyTorch functions. Run it on an idle machine; figures go in issue
+notes, not in tests.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ def timed(call, n: int, warmup: int = 3) -> list[float]:
     return samples
 
 
+def timed_together(calls: dict, n: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds of each call over ``n`` rounds, the calls alternating within each round."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(warmup + n):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            if round_ >= warmup:
+                samples[name].append(time.perf_counter() - started)
+    return samples
+
+
 def bench_http(folder: Path, body: bytes, n: int) -> list[float]:
     import urllib.request
 
@@ -65,6 +79,8 @@ def cmd_bench(args) -> int:
     image = Path(args.image).read_bytes()
     body_dict = {"image": base64.b64encode(image).decode(), **(json.loads(args.body) if args.body else {})}
     body = json.dumps(body_dict).encode()
+    if args.device:
+        os.environ["TORCH_DEVICE"] = args.device
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
           f"image {args.image} ({len(image)} bytes); {args.n} requests each")
     (config,) = find_configs([folder])
@@ -74,12 +90,16 @@ def cmd_bench(args) -> int:
             os.environ["INFERENCE_BACKEND"] = backend
         door = cvat_door(folder)
         results = {"http": bench_http(folder, body, args.n)}
-        results["handler"] = timed(lambda: door(json.loads(body)), args.n)
+        calls = {"handler": lambda: door(json.loads(body))}
         model = getattr(door.model, "model", None)
         if model is not None and hasattr(model, "input_shapes"):
             shape = [d if isinstance(d, int) and d > 0 else 1 for d in model.input_shapes[0]]
             x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
-            results["backend"] = timed(lambda: model({model.input_names[0]: x}), args.n)
+            calls["backend"] = lambda: model({model.input_names[0]: x})
+        results.update(timed_together(calls, args.n))
         for stage, samples in results.items():
             print(f"{backend:12} {stage:8} {summarise(samples)}")
+        if "backend" in results:
+            ratio = statistics.median(results["handler"]) / statistics.median(results["backend"])
+            print(f"{backend:12} handler / bare backend call = {ratio:.2f}")
     return 0

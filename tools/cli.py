@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--body", help="JSON object merged into the request")
     bench.add_argument("-n", type=int, default=50, help="requests per measurement")
     bench.add_argument("--backends", default="openvino,onnxruntime", help="INFERENCE_BACKEND values to compare")
+    bench.add_argument("--device", help="PyTorch device of PyTorch functions (TORCH_DEVICE)")
     bench.set_defaults(func=lambda a: bench_module().cmd_bench(a))
 
     clicks = sub.add_parser("bench-clicks", help="cold vs warm click latency and reply sizes of an interactor")

@@ -62,15 +62,15 @@ class ModelHandler(Detector):
             raise RuntimeError("function.yaml declares no labels")
 
     def detect(self, image: Image, threshold: float) -> Detections:
-        boxed = letterbox(image.rgb, self.input_size)  # resized per channel: the same as resizing BGR
-        blob = np.ascontiguousarray(boxed.image[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)  # BGR
+        boxed = letterbox(image.bgr, self.input_size)  # YOLOX reads BGR, as OpenCV decodes
+        blob = np.ascontiguousarray(boxed.image.transpose(2, 0, 1)[None], dtype=np.float32)
         raw = self.model({self.model.input_names[0]: blob})[0][0]
-        pred = grid_decode(raw, self.grid, self.stride)
-        class_scores = pred[:, 5:] * pred[:, 4:5]
+        class_scores = raw[:, 5:] * raw[:, 4:5]
         classes = class_scores.argmax(axis=1)
         scores = class_scores[np.arange(len(classes)), classes]
-        mask = scores >= threshold
-        pred, scores, classes = pred[mask], scores[mask], classes[mask]
+        keep = scores >= threshold  # only these cells' boxes are decoded
+        pred = grid_decode(raw[keep], self.grid[keep], self.stride[keep])
+        scores, classes = scores[keep], classes[keep]
         boxes = np.column_stack([
             pred[:, 0] - pred[:, 2] / 2, pred[:, 1] - pred[:, 3] / 2,
             pred[:, 0] + pred[:, 2] / 2, pred[:, 1] + pred[:, 3] / 2,

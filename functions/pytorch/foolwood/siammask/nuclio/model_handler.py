@@ -106,11 +106,6 @@ def rotated_box(mask: np.ndarray, center: np.ndarray, size: np.ndarray) -> np.nd
     return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)
 
 
-def bgr_of(image: Image) -> np.ndarray:
-    """The frame as the network was trained on it: BGR, as the original reads frames with OpenCV."""
-    return cv2.cvtColor(image.rgb, cv2.COLOR_RGB2BGR)
-
-
 @dataclass
 class Step:
     """What one ``siamese_track`` call gives: the new centre and size (clamped), the chosen anchor's score,
@@ -202,7 +197,7 @@ class ModelHandler(Tracker):
             x1, y1, x2, y2 = found.bbox[0], found.bbox[1], found.bbox[2] + 1, found.bbox[3] + 1
         center = np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
         size = np.array([max(x2 - x1, 1.0), max(y2 - y1, 1.0)], np.float64)
-        bgr = bgr_of(image)
+        bgr = image.bgr  # as the original reads frames with OpenCV
         fill = bgr.mean(axis=(0, 1))
         track = self.store.put({"template": self.template(bgr, center, size, fill), "fill": fill},
                                {"kind": "siammask-template", "image_size": list(image.size)})
@@ -218,7 +213,7 @@ class ModelHandler(Tracker):
         shape type."""
         _, state = self.load_step(token, what, "siammask-step", image)
         track, _ = self.store.get(state["track"], f"{what} (its template)")
-        bgr = bgr_of(image)
+        bgr = image.bgr  # as the original reads frames with OpenCV
         found = self.track(bgr, track["template"], track["fill"], np.array(state["center"]), np.array(state["size"]))
         token = self.save(state["track"], found.center, found.size, image.size, state["type"], found.score)
         return found, token, state["type"]
