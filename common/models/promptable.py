@@ -32,6 +32,7 @@ class PromptableSegmenter(Interactor):
         super().__init__(settings, log)
         self.cache = embedding_cache.from_env(self.warn)
         self._last: tuple[Image, Entry] | None = None  # one request's image and its entry (prepare, then segment)
+        self._on_device: tuple[Entry, dict[str, torch.Tensor]] | None = None  # the last entry's tensors
 
     # ---- what a model implements
 
@@ -53,6 +54,14 @@ class PromptableSegmenter(Interactor):
         return None
 
     # ---- shared behaviour
+
+    def tensors(self, entry: Entry, device: torch.device) -> dict[str, torch.Tensor]:
+        """The entry's arrays as tensors on ``device``; the last entry's are kept, so that further clicks on
+        the same image do not copy its embedding to the device again."""
+        if self._on_device is None or self._on_device[0] is not entry:
+            self._on_device = (entry, {name: torch.from_numpy(array).to(device)
+                                       for name, array in entry.arrays.items()})
+        return self._on_device[1]
 
     def embedding(self, image: Image) -> tuple[Entry, bool]:
         """The image's embedding and whether it came from the cache."""

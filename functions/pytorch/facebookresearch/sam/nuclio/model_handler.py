@@ -108,7 +108,7 @@ class ModelHandler(PromptableSegmenter):
     @torch.inference_mode()
     def decode(self, entry, points, labels, box, multimask):
         predictor = self.predictor
-        predictor.features = torch.from_numpy(entry.arrays["features"]).to(self.device)
+        predictor.features = self.tensors(entry, self.device)["features"]
         predictor.original_size = tuple(entry.meta["original_size"])
         predictor.input_size = tuple(entry.meta["input_size"])
         predictor.is_image_set = True

@@ -55,10 +55,9 @@ class ModelHandler(PromptableSegmenter):
     @torch.inference_mode()
     def decode(self, entry, points, labels, box, multimask):
         predictor = self.predictor
-        predictor._features = {
-            "image_embed": torch.from_numpy(entry.arrays["image_embed"]).to(self.device),
-            "high_res_feats": [torch.from_numpy(entry.arrays[name]).to(self.device) for name in HIGH_RES],
-        }
+        tensors = self.tensors(entry, self.device)
+        predictor._features = {"image_embed": tensors["image_embed"],
+                               "high_res_feats": [tensors[name] for name in HIGH_RES]}
         predictor._orig_hw = [tuple(entry.meta["orig_hw"])]
         predictor._is_image_set, predictor._is_batch = True, False
         some = len(points) > 0
