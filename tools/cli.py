@@ -300,6 +300,8 @@ def bench_module(which: str = ""):
         from . import bench_tracker as module
     elif which == "prompts":
         from . import bench_prompts as module
+    elif which == "exactness":
+        from . import bench_exactness as module
     else:
         from . import bench as module
     return module
@@ -382,6 +384,19 @@ def main(argv: list[str] | None = None) -> int:
     tracker.add_argument("--random-weights", action="store_true",
                          help="SAM 2 (MODEL_SIZE's architecture), SiamMask: a randomly initialised checkpoint")
     tracker.set_defaults(func=lambda a: bench_module("tracker").cmd_bench_tracker(a))
+
+    exact = sub.add_parser("bench-exactness", help="mask IoU and logit differences of PREPROCESS=device and "
+                           "bfloat16 autocast against the package's own path (SAM, SAM 2, SAM 2 tracker)")
+    exact.add_argument("path", help="a SAM-family function folder")
+    exact.add_argument("--image", default=str(Path(os.environ.get("TEST_DATA_DIR", "")) / "images" / "dog.jpg"))
+    exact.add_argument("--size", help="scale the image to WxH first")
+    exact.add_argument("--clicks", type=int, default=10, help="single clicks on the image (interactors)")
+    exact.add_argument("--video", help="default: $TEST_DATA_DIR/video/vtest.avi (tracker)")
+    exact.add_argument("--frames", type=int, default=10, help="continuing frames (tracker)")
+    exact.add_argument("--box", type=int, default=96, help="side of the tracked box in pixels (tracker)")
+    exact.add_argument("--random-weights", action="store_true", help="a randomly initialised checkpoint")
+    exact.add_argument("--device", help="PyTorch device (TORCH_DEVICE)")
+    exact.set_defaults(func=lambda a: bench_module("exactness").cmd_bench_exactness(a))
 
     prompts = sub.add_parser("bench-prompts", help="a text-prompted detector for 1, 10, 50 labels vs the package")
     prompts.add_argument("path", help="a text-prompted detector's function folder")
