@@ -14,7 +14,6 @@ any difference (an upper bound of what real weights show). ``--device`` sets ``T
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import platform
@@ -30,24 +29,11 @@ from common.core.results import Region
 from common.doors.cvat.door import cvat_door
 from .bench_clicks import frame_bytes, random_checkpoint
 from .bench_tracker import grid_boxes, read_frames
+from .replies import environment
 
 VARIANTS = {"package": {"PREPROCESS": "package", "TORCH_AUTOCAST": "off"},
             "device": {"PREPROCESS": "device", "TORCH_AUTOCAST": "off"},
             "device+bfloat16": {"PREPROCESS": "device", "TORCH_AUTOCAST": "bfloat16"}}
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]):
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def click_logits(model, image: Image, clicks: list[list[float]]) -> list[np.ndarray]:
