@@ -64,13 +64,6 @@ def from_arrays(arrays: list[np.ndarray], bfloat16: bool, device: torch.device) 
     return (tensor.view(torch.bfloat16) if bfloat16 else tensor).to(device)
 
 
-def batched(memories: list[dict]) -> dict:
-    """Per-object memory entries of one frame as one batch entry."""
-    return {"maskmem_features": torch.cat([m["maskmem_features"] for m in memories]),
-            "maskmem_pos_enc": [torch.cat([m["maskmem_pos_enc"][0] for m in memories])],
-            "obj_ptr": torch.cat([m["obj_ptr"] for m in memories])}
-
-
 class ModelHandler(Tracker):
     function_dir = Path(__file__).resolve().parent
     settings_class = sam2_models.Sam2Settings
@@ -160,7 +153,7 @@ class ModelHandler(Tracker):
             self.predictor.propagate_in_video_preflight(session)  # encodes the prompt frame's memory
         output = session["output_dict_per_obj"][0]["cond_frame_outputs"][0]
         features = output["maskmem_features"]
-        track = self.store.put(*self.memory_entry(to_array(features), to_array(output["obj_ptr"]),
+        track = self.store.put(*self.memory_entry(to_array(features), to_array(output["obj_ptr"].float()),
                                                   features.dtype == torch.bfloat16))
         state = {"kind": "sam2-step", "model": self.model_id, "track": track, "frame": 0,
                  "memory": [], "pointer_frames": [], "image_size": list(image.size), "type": region.type}
@@ -215,7 +208,7 @@ class ModelHandler(Tracker):
             logits = self.predictor._get_orig_video_res_output(session, masks)[1][:, 0].float()
         keep = self.memory_frames(frame_idx + 1)
         memory = [[f, key] for f, key in state["memory"] if f in keep]
-        features, pointer = to_array(output["maskmem_features"]), to_array(output["obj_ptr"])
+        features, pointer = to_array(output["maskmem_features"]), to_array(output["obj_ptr"].float())
         new_memory = [self.memory_entry(features[j:j + 1], pointer[j:j + 1], output["maskmem_features"].dtype
                                         == torch.bfloat16) for j in range(len(steps))] if frame_idx in keep else []
         memory_tokens = self.store.put_many(new_memory)
