@@ -56,15 +56,22 @@ def pixels(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def resized(frame: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """A 1×3×H×W uint8 frame resized to ``size`` (height, width) with Pillow's antialiased ``mode`` filter
-    (bilinear, bicubic), as uint8 values in a float32 tensor.
+    (bilinear, bicubic), as uint8 values in a float32 tensor: :func:`uint8_resized` on the CPU,
+    :func:`two_pass_resized` elsewhere."""
+    return (uint8_resized if frame.device.type == "cpu" else two_pass_resized)(frame, size, mode)
 
-    On the CPU PyTorch's uint8 kernel follows Pillow's fixed-point arithmetic (at most 1 level off, on under
-    0.5 % of the values); elsewhere the image is resized in float, in Pillow's two passes (width, then height)
-    with its rounding and clipping to 0..255 between them, which bicubic overshoot needs.
-    """
-    if frame.device.type == "cpu":
-        frame = frame.contiguous(memory_format=torch.channels_last)  # the layout of the fast uint8 kernel
-        return F.interpolate(frame, size=size, mode=mode, antialias=True, align_corners=False).float()
+
+def uint8_resized(frame: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """PyTorch's uint8 kernel (CPU only), which follows Pillow's fixed-point arithmetic: at most one level
+    off, on under 1 % of the values."""
+    frame = frame.contiguous(memory_format=torch.channels_last)  # the layout of the fast uint8 kernel
+    return F.interpolate(frame, size=size, mode=mode, antialias=True, align_corners=False).float()
+
+
+def two_pass_resized(frame: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resized in float, in Pillow's two passes (width, then height) with its rounding and clipping to 0..255
+    between them, which bicubic overshoot needs (PyTorch's antialiased filters are Pillow's, cubic
+    coefficient -0.5 included): at most two levels off, on a few percent of the values."""
     out = frame.float()
     for step in ((out.shape[-2], size[1]), size):
         out = F.interpolate(out, size=step, mode=mode, antialias=True, align_corners=False).round_().clamp_(0, 255)
@@ -80,15 +87,18 @@ def normalized(frame: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
 
 def masks_of(logits: torch.Tensor) -> list[Mask | None]:
     """The masks (logits > 0) of N×H×W logits, each cut to its box on the device: only the boxes' pixels and
-    two N×H, N×W profiles leave it. None for an empty mask."""
+    their row and column profiles leave it. None for an empty mask."""
     positive = logits > 0
-    rows, columns = positive.any(dim=2).cpu().numpy(), positive.any(dim=1).cpu().numpy()
+    rows = positive.any(dim=2).cpu().numpy()
     masks: list[Mask | None] = []
     for i in range(len(positive)):
-        ys, xs = np.flatnonzero(rows[i]), np.flatnonzero(columns[i])
+        ys = np.flatnonzero(rows[i])
         if len(ys) == 0:
             masks.append(None)
             continue
-        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])
-        masks.append(Mask(positive[i, y0:y1 + 1, x0:x1 + 1].cpu().numpy(), x0, y0))
+        y0, y1 = int(ys[0]), int(ys[-1])
+        band = positive[i, y0:y1 + 1]  # the columns are looked for only in the mask's rows
+        xs = np.flatnonzero(band.any(dim=0).cpu().numpy())
+        x0, x1 = int(xs[0]), int(xs[-1])
+        masks.append(Mask(band[:, x0:x1 + 1].cpu().numpy(), x0, y0))
     return masks
