@@ -196,4 +196,4 @@ def test_a_workers_cache_skips_the_transfer_but_redis_decides_what_exists(redis_
     assert store.cache.nbytes <= 3000 and store.cache.get(tokens[0]) is None and store.cache.get(tokens[4])
     getex = calls("getex")
     assert [meta["n"] for _, meta in store.get_many(tokens, ["s"] * 5)] == list(range(5))
-    assert calls("getex") - getex == 5 - len(store.cache.items)
+    assert calls("getex") - getex == 5 - len(store.cache)

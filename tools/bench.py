@@ -35,14 +35,7 @@ def summarise(samples: list[float]) -> str:
 
 
 def timed(call, n: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return samples
+    return timed_together({"call": call}, n, warmup)["call"]
 
 
 def timed_together(calls: dict, n: int, warmup: int = 3) -> dict[str, list[float]]:

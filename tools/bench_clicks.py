@@ -79,13 +79,12 @@ def sam2_predictor(folder: Path, env: dict[str, str], device: str):
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from common.runtime import weights
+    from common.models import sam2_models
 
-    sizes = load_module(folder).sam2_models.SIZES
-    config, filename, sha256 = sizes[os.environ.get("MODEL_SIZE") or env.get("MODEL_SIZE", "tiny")]
-    checkpoint = weights.resolve(weights.Weights(filename, "", sha256))
-    overrides = (os.environ.get("SAM2_OVERRIDES") or env.get("SAM2_OVERRIDES", "")).split()
-    return SAM2ImagePredictor(build_sam2(config, str(checkpoint), device=device, hydra_overrides_extra=overrides))
+    settings = sam2_models.Sam2Settings.from_env({**env, **os.environ})
+    config, checkpoint = sam2_models.checkpoint(settings.model_size)
+    return SAM2ImagePredictor(build_sam2(config, str(checkpoint), device=device,
+                                         hydra_overrides_extra=settings.overrides.split()))
 
 
 PREDICTORS = {"pth-facebookresearch-sam": ("SamPredictor", sam_predictor),

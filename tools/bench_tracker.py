@@ -74,11 +74,9 @@ def sam2_package(door, frames: list[bytes], objects: int, scratch: Path) -> list
     from sam2.build_sam import build_sam2_video_predictor
 
     from common.models import sam2_models
-    from common.runtime import weights
 
     settings = door.model.settings
-    config, filename, sha256 = sam2_models.SIZES[settings.model_size]
-    checkpoint = weights.resolve(weights.Weights(filename, sam2_models.URL + filename, sha256))
+    config, checkpoint = sam2_models.checkpoint(settings.model_size)
     predictor = build_sam2_video_predictor(config, str(checkpoint), device=str(door.model.device),
                                            hydra_overrides_extra=settings.overrides.split())
     folder = scratch / "frames"

@@ -79,7 +79,7 @@ class PromptableSegmenter(Interactor):
 
     def prepare(self, image: Image, shared: bool = False) -> bool:
         hit = self.embedding(image)[1]
-        if shared and not hit and hasattr(self.cache, "flush"):
+        if shared and not hit:
             self.cache.flush()
         return hit
 

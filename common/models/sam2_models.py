@@ -48,15 +48,20 @@ class Sam2Settings(torch_frames.TorchSettings):
         return torch_frames.autocasting(torch_frames.autocast_dtype(self.autocast), device)
 
 
+def checkpoint(size: str) -> tuple[str, Path]:
+    """The SAM 2.1 config of ``size`` and its checkpoint (``MODEL_PATH``, else the official file)."""
+    if size not in SIZES:
+        raise ValueError(f"MODEL_SIZE={size!r}: expected one of {', '.join(SIZES)}")
+    config, filename, sha256 = SIZES[size]
+    return config, Path(weights.resolve(weights.Weights(filename, URL + filename, sha256)))
+
+
 def load(builder: Callable, device: torch.device, settings: Sam2Settings) -> tuple[object, str]:
     """The model ``builder`` (``build_sam2`` or ``build_sam2_video_predictor``) makes from the settings' size,
     the checkpoint and the overrides, and an id naming exactly that model (for caches)."""
     size = settings.model_size
-    if size not in SIZES:
-        raise ValueError(f"MODEL_SIZE={size!r}: expected one of {', '.join(SIZES)}")
     overrides = settings.overrides.split()
-    config, filename, sha256 = SIZES[size]
-    path = Path(weights.resolve(weights.Weights(filename, URL + filename, sha256)))
+    config, path = checkpoint(size)
     model = builder(config, str(path), device=str(device), mode="eval", hydra_overrides_extra=overrides)
     tweak = hashlib.sha256(" ".join(overrides).encode()).hexdigest()[:12] if overrides else "-"
     return model, f"sam2.1:{size}:{tweak}:{path.name}:{path.stat().st_size}"

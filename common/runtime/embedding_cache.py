@@ -51,6 +51,8 @@ class Cache(Protocol):
 
     def put(self, key: str, entry: Entry) -> None: ...
 
+    def flush(self) -> None: ...  # returns once what put wrote is visible to other workers
+
 
 class MemoryCache:
     """LRU of entries, at most ``max_bytes`` of arrays in all; entries older than ``ttl`` seconds expire."""
@@ -85,6 +87,14 @@ class MemoryCache:
         while self.nbytes > self.max_bytes:
             self._drop(next(iter(self._items)))
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` if it is held."""
+        if key in self._items:
+            self._drop(key)
+
+    def flush(self) -> None:
+        """Nothing is ever pending here."""
+
     def _drop(self, key: str) -> None:
         _, entry = self._items.pop(key)
         self.nbytes -= entry.nbytes
@@ -114,6 +124,9 @@ class RedisCache:
     def put(self, key: str, entry: Entry) -> None:
         payload = arrays.pack(entry.arrays, entry.meta)
         self._call("write", lambda: self.client.set(self.prefix + key, payload, ex=self.ttl))
+
+    def flush(self) -> None:
+        """Writes are done when put returns."""
 
     def _call(self, what: str, action: Callable[[], Any]) -> Any:
         if self.clock() < self._down_until:

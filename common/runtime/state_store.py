@@ -22,6 +22,7 @@ client reconnects on the next call, so service resumes by itself when Redis is b
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -34,6 +35,7 @@ import numpy as np
 import redis
 
 from common.runtime import arrays, redis_client
+from common.runtime.embedding_cache import Entry, MemoryCache
 from common.core.errors import FunctionError, RequestError, UnavailableError
 from common.core.settings import env_int
 
@@ -163,46 +165,6 @@ def new_token() -> str:
 State = tuple[dict[str, np.ndarray], dict[str, Any]]
 
 
-class LocalCache:
-    """Unpacked states by token, least recently used first out beyond ``max_bytes`` of payload; their arrays
-    are read-only (a state is shared by every reader)."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.items: OrderedDict[str, tuple[State, int]] = OrderedDict()
-        self.nbytes = 0
-        self.lock = threading.Lock()
-
-    def get(self, token: str) -> State | None:
-        with self.lock:
-            item = self.items.get(token)
-            if item is None:
-                return None
-            self.items.move_to_end(token)
-            return item[0]
-
-    def put(self, token: str, state: State, nbytes: int) -> None:
-        if nbytes > self.max_bytes:
-            return
-        for value in state[0].values():
-            value.flags.writeable = False
-        with self.lock:
-            self._drop(token)
-            self.items[token] = (state, nbytes)
-            self.nbytes += nbytes
-            while self.nbytes > self.max_bytes:
-                self._drop(next(iter(self.items)))
-
-    def drop(self, token: str) -> None:
-        with self.lock:
-            self._drop(token)
-
-    def _drop(self, token: str) -> None:
-        item = self.items.pop(token, None)
-        if item is not None:
-            self.nbytes -= item[1]
-
-
 class StateStore:
     """Immutable states under random tokens, in one namespace (a function's name); ``cache_bytes`` bounds the
     worker's cache of recently used states (0: none)."""
@@ -211,7 +173,8 @@ class StateStore:
         self.backend = backend
         self.namespace = namespace
         self.ttl = int(ttl)
-        self.cache = LocalCache(cache_bytes) if cache_bytes > 0 else None
+        # unpacked states by token, read-only (every reader shares them); Redis keeps their expiry
+        self.cache = MemoryCache(cache_bytes, math.inf) if cache_bytes > 0 else None
 
     def key(self, token: str) -> str:
         return f"{KEY_PREFIX}{self.namespace}:{token}"
@@ -228,9 +191,8 @@ class StateStore:
             self.backend.set(self.key(tokens[0]), payloads[0], self.ttl)
         elif payloads:
             self.backend.set_many([(self.key(t), p) for t, p in zip(tokens, payloads)], self.ttl)
-        if self.cache is not None:
-            for token, payload in zip(tokens, payloads):
-                self.cache.put(token, arrays.unpack(payload), len(payload))
+        for token, payload in zip(tokens, payloads):
+            self._remember(token, arrays.unpack(payload))
         return tokens
 
     def get(self, token: object, what: str = "state") -> State:
@@ -241,16 +203,16 @@ class StateStore:
         """:meth:`get` of several tokens (``whats`` name them in errors) in one round trip to the store."""
         for token, what in zip(tokens, whats):
             self._check(token, what)
-        cached = {} if self.cache is None else {t: s for t in tokens if (s := self.cache.get(t)) is not None}
+        cached = {} if self.cache is None else {t: e for t in tokens if (e := self.cache.get(t)) is not None}
         keys = [self.key(token) for token in tokens]
         found = self.backend.get_many(keys, self.ttl, frozenset(self.key(token) for token in cached))
         states = []
         for token, what, data in zip(tokens, whats, found):
             if token in cached and data is not None:
-                states.append(cached[token])
+                states.append((cached[token].arrays, cached[token].meta))
                 continue
             if token in cached:  # gone from the store: gone here too
-                self.cache.drop(token)
+                self.cache.discard(token)
             states.append(self._unpack(token, what, data))
         return states
 
@@ -267,13 +229,18 @@ class StateStore:
         except arrays.PayloadError as exc:
             self.backend.delete(self.key(token))
             raise StateGone(f"{what} is damaged ({exc}); start the track again") from None
+        return self._remember(token, state)
+
+    def _remember(self, token: str, state: State) -> State:
         if self.cache is not None:
-            self.cache.put(token, state, len(data))
+            for value in state[0].values():
+                value.flags.writeable = False
+            self.cache.put(token, Entry(*state))
         return state
 
     def delete(self, token: str) -> None:
         if self.cache is not None:
-            self.cache.drop(token)
+            self.cache.discard(token)
         self.backend.delete(self.key(token))
 
 

@@ -92,15 +92,17 @@ class InteractorDoor(Door):
 
     def answer(self, request: InteractorRequest) -> Reply:
         image, prompt = request.image, request.prompt
-        hit = self.model.prepare(image, shared=self.prepares and prompt.empty and not request.blob)
+        blob = request.blob or self.plugin_mode
+        precompute = self.prepares and prompt.empty and not blob  # nobody waits on it: it waits for the upload
+        hit = self.model.prepare(image, shared=precompute)
         headers = {} if hit is None else {"X-Embedding-Cache": "hit" if hit else "miss"}
-        if request.blob or self.plugin_mode:
+        if blob:
             embedding = self.model.browser_embedding(image)
             if embedding is None:
                 raise RequestError("this function has no embedding for a browser-side decoder (blob); "
                                    "CVAT's SAM plugin needs SAM")
             return Reply(replies.blob_reply(embedding), headers)
-        if self.prepares and prompt.empty:
+        if precompute:
             return Reply({"shapes": [], "precomputed": True}, headers)
         region = self.model.segment(image, prompt)
         return Reply(replies.interactor_reply(region, image.size, request.full_mask), headers)

@@ -119,8 +119,14 @@ class ModelHandler(Tracker):
     # ------------------------------------------------------------ the store
 
     @staticmethod
-    def memory_entry(features: np.ndarray, pointer: np.ndarray, bfloat16: bool) -> tuple[dict, dict]:
-        return {"features": features, "pointer": pointer}, {"kind": "sam2-memory", "bfloat16": bfloat16}
+    def memory_entries(output: dict) -> tuple[list[tuple[dict, dict]], np.ndarray]:
+        """A SAM 2 output's memory entry for each object of its batch (arrays, metadata), and its object
+        pointers (float32, whatever the autocast)."""
+        features, pointers = output["maskmem_features"], to_array(output["obj_ptr"].float())
+        meta = {"kind": "sam2-memory", "bfloat16": features.dtype == torch.bfloat16}
+        features = to_array(features)
+        return [({"features": features[j:j + 1], "pointer": pointers[j:j + 1]}, meta)
+                for j in range(len(pointers))], pointers
 
     def load_memories(self, tokens: list[str], whats: list[str]) -> list[tuple[dict, dict]]:
         """Memory entries (arrays, metadata), read from the store in one round trip."""
@@ -152,9 +158,7 @@ class ModelHandler(Tracker):
                 self.predictor.add_new_mask(session, frame_idx=0, obj_id=0, mask=mask)
             self.predictor.propagate_in_video_preflight(session)  # encodes the prompt frame's memory
         output = session["output_dict_per_obj"][0]["cond_frame_outputs"][0]
-        features = output["maskmem_features"]
-        track = self.store.put(*self.memory_entry(to_array(features), to_array(output["obj_ptr"].float()),
-                                                  features.dtype == torch.bfloat16))
+        track = self.store.put(*self.memory_entries(output)[0][0])
         state = {"kind": "sam2-step", "model": self.model_id, "track": track, "frame": 0,
                  "memory": [], "pointer_frames": [], "image_size": list(image.size), "type": region.type}
         arrays, state["last"] = remember(region)
@@ -208,10 +212,8 @@ class ModelHandler(Tracker):
             logits = self.predictor._get_orig_video_res_output(session, masks)[1][:, 0].float()
         keep = self.memory_frames(frame_idx + 1)
         memory = [[f, key] for f, key in state["memory"] if f in keep]
-        features, pointer = to_array(output["maskmem_features"]), to_array(output["obj_ptr"].float())
-        new_memory = [self.memory_entry(features[j:j + 1], pointer[j:j + 1], output["maskmem_features"].dtype
-                                        == torch.bfloat16) for j in range(len(steps))] if frame_idx in keep else []
-        memory_tokens = self.store.put_many(new_memory)
+        new_memory, pointer = self.memory_entries(output)
+        memory_tokens = self.store.put_many(new_memory if frame_idx in keep else [])
         results, new_states = [], []
         for j, ((arrays, state), mask) in enumerate(zip(steps, torch_frames.masks_of(logits))):
             region = None if mask is None else Region.from_mask(mask, state["type"], polygon_epsilon())
