@@ -23,8 +23,9 @@ from tests.segmenters import door_of
 FOLDERS = sorted(path.parent for path in (ROOT / "functions").rglob("function.yaml"))
 IDS = [folder.parent.name for folder in FOLDERS]
 BASES = {"detector": Detector, "interactor": Interactor, "tracker": Tracker, "reid": Reidentifier}
-ENTRY = "from common.doors.cvat.nuclio import make_entry\nfrom model_handler import ModelHandler\n\n" \
-        "init_context, handler = make_entry(ModelHandler)\n"
+ENTRY = ("from common.doors.nuclio import handle, init\nfrom model_handler import ModelHandler\n"
+         "def init_context(context): init(context, ModelHandler)\n"
+         "def handler(context, event): return handle(context, event)\n")
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
@@ -44,7 +45,7 @@ def test_only_the_nuclio_entry_imports_nuclio_sdk():
     importers = sorted(path.relative_to(ROOT).as_posix() for path in [*(ROOT / "common").rglob("*.py"),
                                                                        *(ROOT / "functions").rglob("*.py")]
                        if re.search(r"^\s*(import|from) nuclio_sdk", path.read_text(), re.M))
-    assert importers == ["common/doors/cvat/nuclio.py"]
+    assert importers == ["common/doors/nuclio.py"]
 
 
 def settings_classes() -> list[type[Settings]]:

@@ -75,7 +75,7 @@ def test_cpu_dry_run_commands_and_staged_context(tree):
     for line, name in zip(deploys, ("onnx-megvii-yolox", "opencv-grabcut")):
         assert line.startswith(f"+ nuctl deploy {name} --project-name cvat --path ")
         assert "/function.yaml --platform local --platform-config" in line and "cvat_cvat" in line
-    assert {"./main.py", "./model_handler.py", "./function.yaml", "./common/doors/cvat/nuclio.py", "./common/core/image.py"} <= \
+    assert {"./main.py", "./model_handler.py", "./function.yaml", "./common/doors/nuclio.py", "./common/core/image.py"} <= \
         staged_files(out)
     assert summary(out) == {"onnx-megvii-yolox": ["dry", "run", "-"], "opencv-grabcut": ["dry", "run", "-"]}
 
@@ -202,7 +202,7 @@ def test_every_staged_function_imports_like_nuclio_would(script, tmp_path):
              "assert callable(main.handler) and callable(main.init_context); "
              "assert common.__file__.startswith(sys.argv[1]), common.__file__")
     for folder in folders:
-        assert (folder / "common" / "doors" / "cvat" / "nuclio.py").is_file() and (folder / yaml_name).is_file()
+        assert (folder / "common" / "doors" / "nuclio.py").is_file() and (folder / yaml_name).is_file()
         ran = subprocess.run([sys.executable, "-c", check, str(folder)], cwd=folder, env=env,
                              capture_output=True, text=True, timeout=120)
         assert ran.returncode == 0, f"{folder.name}: {ran.stderr[-2000:]}"

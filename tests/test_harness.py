@@ -13,6 +13,7 @@ from tests.conftest import FIXTURES, dashboard_url, function_url, http, raw_exch
 ECHO = FIXTURES / "functions" / "echo"
 BROKEN = FIXTURES / "functions" / "broken"
 CRASHY = FIXTURES / "functions" / "crashy"
+MISPLACED = FIXTURES / "functions" / "misplaced"
 
 # What CVAT's LambdaGateway sends (../shared/docs/cvat-protocol.md 1.2 and 1.4).
 CVAT_HEADERS = {
@@ -69,7 +70,8 @@ def test_direct_invocation_and_body_decoding(serve):
     status, _, reply = http("POST", function_url(harness), b"raw bytes", {"Content-Type": "text/plain"})
     assert status == 200 and reply["body_type"] == "bytes"
     assert reply["greeting"] == "hello from spec.env"  # spec.env applied
-    assert reply["cwd_has_main"]  # the worker runs in its function folder, like /opt/nuclio
+    assert reply["cwd"] == "/"  # Nuclio's wrapper runs from /, the function folder only on PYTHONPATH
+    assert reply["trigger"] == ["http", "myHttpTrigger"] and reply["has_user_data"]
 
 
 def test_one_process_per_worker_and_init_once_each(serve):
@@ -86,7 +88,7 @@ def test_one_process_per_worker_and_init_once_each(serve):
         t.join()
     pids = {r["pid"] for r in results}
     assert len(pids) == 2  # numWorkers: 2
-    assert {r["worker_id"] for r in results} == {0, 1}
+    assert {r["worker_id"] for r in results} == {"0", "1"}  # the wrapper's --worker-id, a string
     assert all(r["init_calls"] == 1 for r in results)
 
 
@@ -226,7 +228,6 @@ def test_malformed_http_gets_json_4xx_and_the_connection_closed(serve):
         b"POST / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n": 431,
         b"POST / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(120)) + b"\r\n": 431,
         b"POST / HTTP/3.0\r\nHost: x\r\n\r\n": 505,
-        b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n": 501,
         b"hello there\r\n\r\n": 400,
         b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n": 414,
     }
@@ -247,3 +248,60 @@ def test_malformed_http_gets_json_4xx_and_the_connection_closed(serve):
     assert status == 200 and reply["body_type"] == "bytes"
     assert {w.process.pid for w in harness.functions["test-echo"]._workers.values()} == pids_before
     assert http("POST", function_url(harness), {"a": 1})[0] == 200
+
+
+def test_events_reach_the_function_as_nuclio_passes_them(serve):
+    """Every method, the path percent-decoded and normalised, query arguments in fields, canonical header
+    names, no body without framing, JSON decoded only for exactly application/json (Nuclio's HTTP trigger and
+    nuclio_sdk)."""
+    harness = serve(ECHO)
+    url = function_url(harness).rstrip("/")
+    for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW", "post"):
+        status, _, reply = http(method, url + "/a//b/./c/../%64?x=1&y=", b"{}",
+                                {"Content-Type": "text/plain", "x-custom-THING": "  v  "})
+        assert status == 200 and reply["method"] == method
+        assert (reply["path"], reply["fields"]) == ("/a/b/d", {"x": "1", "y": ""})
+        assert reply["headers"]["X-Custom-Thing"] == "v" and reply["body_type"] == "bytes"
+    status, _, reply = http("GET", url + "/")
+    assert status == 200 and reply["body_type"] == "NoneType"  # no Content-Length, no Transfer-Encoding
+    for content_type, body_type in [("application/json", "dict"), ("application/json; charset=utf-8", "bytes"),
+                                    ("APPLICATION/JSON", "bytes"), ("text/plain", "bytes")]:
+        status, _, reply = http("POST", url + "/", {"a": 1}, {"Content-Type": content_type})
+        assert (status, reply["body_type"], reply["content_type"]) == (200, body_type, content_type)
+    status, headers, body = http("HEAD", url + "/")
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
+
+
+def test_the_dashboard_forwards_method_path_and_every_header(serve):
+    harness = serve(ECHO)
+    headers = {**CVAT_HEADERS, "x-nuclio-function-name": "test-echo", "x-nuclio-path": "v1//things?q=2"}
+    for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS", "POST"):
+        status, reply_headers, reply = http(method, dashboard_url(harness) + "/api/function_invocations",
+                                            {"a": 1}, headers)
+        assert status == 200 and reply["method"] == method
+        assert (reply["path"], reply["fields"], reply["body"]) == ("/v1/things", {"q": "2"}, {"a": 1})
+        assert reply["headers"]["X-Nuclio-Function-Name"] == "test-echo"
+        assert reply["headers"]["X-Nuclio-Invoke-Timeout"] == "120s"
+
+
+def test_an_escaping_exception_is_the_wrappers_500_text(serve):
+    """Nuclio's wrapper answers an exception that escapes the handler with 500 text/plain and the traceback;
+    so does the harness, so that a function which lets one escape fails here as it would there."""
+    harness = serve(ECHO)
+    status, headers, body = http("POST", function_url(harness), {"raise": "boom"})
+    assert (status, headers["Content-Type"]) == (500, "text/plain")
+    assert body.startswith(b'Exception caught in handler - "boom"') and b"Traceback" in body
+    status, headers, body = http("POST", function_url(harness) + "%ff", {"a": 1})  # not UTF-8: before the handler
+    assert (status, headers["Content-Type"]) == (500, "text/plain") and b"while serving" in body
+    assert http("POST", function_url(harness), {"a": 1})[0] == 200  # and the worker goes on
+
+
+def test_a_handler_whose_init_context_nuclio_would_not_find_is_not_served(serve):
+    """The wrapper runs the init_context of the module that defines the handler; a handler made in another
+    module leaves main.init_context unrun under Nuclio, so the harness refuses to report it ready."""
+    harness = serve(MISPLACED, ready=False)
+    assert not harness.wait_ready(60)
+    _, _, described = http("GET", dashboard_url(harness) + "/api/functions/test-misplaced")
+    assert described["status"]["state"] == "error"
+    assert "main.init_context would never run under Nuclio" in described["status"]["message"]
+    assert "factory" in described["status"]["message"]

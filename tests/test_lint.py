@@ -98,6 +98,7 @@ CASES = [
     ("function.yaml", _set("spec.handler", "missing:handler"), "missing.py not found"),
     ("function.yaml", _set("spec.handler", "main"), "must be module:function"),
     ("function.yaml", _set("spec.eventTimeout", "thirty seconds"), "not a duration"),
+    ("function.yaml", _set("spec.build.commands", ["pip install numpy 'nuclio-sdk>=0.6'"]), "installs nuclio-sdk"),
     ("function.yaml", _set("spec.triggers", {}), "exactly one trigger of kind http"),
     ("function.yaml", _set(f"{TRIGGER}.numWorkers", 0), "positive integer"),
     ("function.yaml", _set(f"{TRIGGER}.attributes.maxRequestBodySize", 1000), "maxRequestBodySize"),
@@ -135,3 +136,14 @@ def test_not_yaml(tmp_path):
     folder = _copy(tmp_path)
     (folder / "function.yaml").write_text("metadata: [unclosed")
     assert any("not valid YAML" in p for p in lint_paths([folder]))
+
+
+def test_handler_and_init_context_must_be_functions_of_the_handler_module(tmp_path):
+    """Nuclio runs the init_context of the module that defines the handler: a factory-made pair fails there."""
+    folder = _copy(tmp_path)
+    (folder / "main.py").write_text("from factory import make_entry\ninit_context, handler = make_entry()\n")
+    assert any("handler in main.py is not a function defined there" in p for p in lint_paths([folder]))
+    (folder / "main.py").write_text("from factory import init_context\ndef handler(context, event): pass\n")
+    assert any("init_context in main.py is not a function defined there" in p for p in lint_paths([folder]))
+    (folder / "main.py").write_text("def init_context(context): pass\ndef handler(context, event): pass\n")
+    assert lint_paths([folder]) == []

@@ -207,7 +207,7 @@ def test_requests_hold_a_bounded_number_of_clicks_objects_and_boxes():
 
 
 def test_undecodable_bodies_are_400s():
-    from common.doors.cvat.nuclio import decode_body
+    from common.doors.nuclio import decode_body
 
     for body, message in [(b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
                           (b"1" * 4301, "too many digits"),

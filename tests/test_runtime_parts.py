@@ -1,4 +1,4 @@
-"""common.runtime.weights (real HTTP downloads with checksums), common.core.labels, common.runtime.backends, common.doors.cvat.nuclio."""
+"""common.runtime.weights (real HTTP downloads with checksums), common.core.labels, common.runtime.backends, common.doors.nuclio."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from common.runtime import weights
 from common.runtime.backends import load_onnx
 from common.doors.cvat.door import Door, Reply
-from common.doors.cvat.nuclio import decode_body, handle_event
+from common.doors.nuclio import decode_body, handle, init
 from common.core.errors import RequestError
 from common.core.labels import Labels, read_spec
 from tests.conftest import ROOT
@@ -144,9 +144,10 @@ def test_backends_agree_on_yolox(models_dir):
 
 def test_decode_body():
     assert decode_body(b'{"a": 1}') == {"a": 1}
-    assert decode_body('{"a": 1}') == {"a": 1}
-    assert decode_body({"a": 1}) == {"a": 1}
-    for bad, fragment in [(b"", "empty"), (b"\xff\xfe", "not UTF-8"), (b"{", "not valid JSON")]:
+    assert decode_body(bytearray(b'[1]')) == [1]
+    assert decode_body({"a": 1}) == {"a": 1}  # decoded by Nuclio (exactly application/json): taken as it is
+    assert decode_body('{"a": 1}') == '{"a": 1}'  # a JSON string Nuclio decoded is a string, not a request
+    for bad, fragment in [(b"", "empty"), (None, "empty"), (b"\xff\xfe", "not UTF-8"), (b"{", "not valid JSON")]:
         with pytest.raises(RequestError, match=fragment):
             decode_body(bad)
 
@@ -176,12 +177,32 @@ def test_handle_event_maps_outcomes():
         def answer(self, request):
             return Reply([request["x"]])
 
-    context = SimpleNamespace(logger=Logger())
-    ok = handle_event(context, Echo(), SimpleNamespace(body={"x": 3}))
+    context = SimpleNamespace(logger=Logger(), user_data=SimpleNamespace(doors=(Echo(), None)))
+    ok = handle(context, SimpleNamespace(body={"x": 3}, path="/"))
     assert (ok.status_code, json.loads(ok.body), ok.content_type) == (200, [3], "application/json")
-    bad = handle_event(context, Echo(), SimpleNamespace(body=b"[1"))
+    bad = handle(context, SimpleNamespace(body=b"[1", path=b"/"))  # strings may arrive undecoded
     assert bad.status_code == 400 and "not valid JSON" in json.loads(bad.body)["error"]
-    boom = handle_event(context, Echo(), SimpleNamespace(body={"boom": True}))
+    boom = handle(context, SimpleNamespace(body={"boom": True}, path="/"))
     assert boom.status_code == 500 and "secret detail" not in boom.body
     assert "ZeroDivisionError" in json.loads(boom.body)["error"]
     assert "secret detail" in context.logger.records[0][1]["traceback"]  # the log has the traceback
+    v7 = handle(context, SimpleNamespace(body=b"{}", path="/infer", method="POST", headers={}))
+    assert v7.status_code == 404 and json.loads(v7.body)["status"] == "failed"  # V7's form, no V7 door here
+
+
+def test_an_entry_without_init_answers_503_json():
+    """A worker whose init_context never ran (or failed) answers JSON, never an exception for the wrapper."""
+    context = SimpleNamespace(logger=None, user_data=SimpleNamespace())
+    reply = handle(context, SimpleNamespace(body=b"{}", path="/"))
+    assert reply.status_code == 503 and "never ran" in json.loads(reply.body)["error"]
+
+    class Failing:
+        def __init__(self, log):
+            raise FileNotFoundError("no weights here")
+
+    context.logger = SimpleNamespace(warn=print)
+    with pytest.raises(FileNotFoundError):
+        init(context, Failing)
+    reply = handle(context, SimpleNamespace(body=b"{}", path="/classes", method="GET", headers={}))
+    assert reply.status_code == 503 and "no weights here" in json.loads(reply.body)["error"]
+    assert json.loads(reply.body)["status"] == "failed"

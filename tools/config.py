@@ -22,7 +22,7 @@ PATH_VARIABLES = ("MODELS_DIR", "TEST_DATA_DIR", "CVAT_FUNCTIONS_CACHE", "XDG_CA
 def absolute_paths(env: dict[str, str], cwd: str | None = None) -> dict[str, str]:
     """The path variables of ``env`` that are relative, made absolute against ``cwd`` (default: here).
 
-    A path typed in a shell means what it means there; worker processes run in their function's folder, so
+    A path typed in a shell means what it means there; worker processes run from / (as under Nuclio), so
     the variables they inherit must not depend on the directory. Lists (``PYTHONPATH``-like values with the
     path separator) and empty values are left alone.
     """

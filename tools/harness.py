@@ -10,7 +10,12 @@ Emulated Nuclio semantics:
 - ``workerAvailabilityTimeoutMilliseconds``: no free worker within it gives 503.
 - ``spec.env`` is applied to the workers; variables already set in the shell that runs the harness win,
   so that local paths (``MODELS_DIR``, ``MODEL_PATH``) replace the image paths of the yaml.
-- The JSON body becomes ``event.body`` decoded when the content type is JSON.
+- Each worker loads the function as Nuclio's Python wrapper does (:mod:`tools.worker`); events reach it as
+  Nuclio's HTTP trigger passes them: every method, the path percent-decoded and normalised, query arguments
+  in ``event.fields``, header names canonicalised (the last of repeated headers wins), the body as bytes
+  (``None`` without Content-Length or Transfer-Encoding), JSON-decoded only for exactly ``application/json``.
+- The dashboard's ``/api/function_invocations`` forwards GET, POST, PUT, DELETE, PATCH and OPTIONS with every
+  header (``x-nuclio-*`` included) to the path in ``x-nuclio-path``, and drops ``x-nuclio*`` reply headers.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urlparse
 
 from .config import DEFAULT_BODY_LIMIT, ROOT, FunctionConfig, absolute_paths
 from .worker import worker_main
@@ -137,7 +142,8 @@ class FunctionRuntime:
 
     # ------------------------------------------------------------ invocation
 
-    def invoke(self, body: bytes, content_type: str, headers: dict, method: str = "POST", path: str = "/") -> dict:
+    def invoke(self, body: bytes | None, content_type: str, headers: dict, method: str = "POST", path: str = "/",
+               fields: dict | None = None) -> dict:
         if self.state != "ready":
             detail = f": {self.message}" if self.message else " (workers are still running init_context)"
             return error_reply(503, f"function {self.name} is not ready{detail}")
@@ -147,7 +153,7 @@ class FunctionRuntime:
             return error_reply(503, f"no worker of {self.name} became available within "
                                     f"{self.config.availability_timeout:g}s")
         event = {"body": body, "content_type": content_type, "headers": headers, "method": method,
-                 "path": path, "id": str(next(_EVENT_IDS))}
+                 "path": path, "fields": fields or {}, "id": str(next(_EVENT_IDS))}
         timeout = self.config.event_timeout
         try:
             worker.conn.send(("event", event))
@@ -184,6 +190,31 @@ class FunctionRuntime:
 
 
 # ---------------------------------------------------------------- HTTP
+
+def canonical_headers(items) -> dict[str, str]:
+    """Header names as Go canonicalises them (``content-type`` -> ``Content-Type``), values trimmed, the last of
+    repeated headers kept."""
+    return {"-".join(part[:1].upper() + part[1:].lower() for part in key.split("-")): value.strip()
+            for key, value in items}
+
+
+def trigger_path(raw: str) -> str:
+    """A request path as Nuclio's HTTP trigger (fasthttp) hands it over: percent-decoded, then ``//``, ``/./``
+    and ``/x/../`` removed; Latin-1 text of the bytes, as http.server reads the request line."""
+    decoded = unquote_to_bytes(urlparse(raw).path or "/").decode("latin-1")
+    parts: list[str] = []
+    for part in decoded.split("/")[1:]:
+        if part == "..":
+            parts = parts[:-1]
+        elif part not in ("", "."):
+            parts.append(part)
+    trailing = decoded.endswith("/") or decoded.endswith("/.") or decoded.endswith("/..")
+    return "/" + "/".join(parts) + ("/" if trailing and parts else "")
+
+
+def query_fields(raw: str) -> dict[str, str]:
+    return dict(parse_qsl(urlparse(raw).query, keep_blank_values=True))
+
 
 class BadRequest(Exception):
     """The request's framing is broken (length, chunks): answered with 400 and the connection closed."""
@@ -226,12 +257,14 @@ class _Handler(BaseHTTPRequestHandler):
             if key.lower() not in ("content-length", "content-type"):
                 self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
         log(f"{name} {self.command} {self.path} -> {reply['status']} "
             f"{len(body)} B in {(time.perf_counter() - started) * 1000:.1f} ms")
 
-    def _read_body(self, limit: int | None) -> bytes | None:
-        """The request body, or None after answering 413 when it is over ``limit``."""
+    def _read_body(self, limit: int | None) -> bytes | None | bool:
+        """The request body (None when the request has no Content-Length and no Transfer-Encoding, as Nuclio
+        hands it over), or False after answering 413 when it is over ``limit``."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks, total = [], 0
             while True:
@@ -248,10 +281,12 @@ class _Handler(BaseHTTPRequestHandler):
                 total += size
                 if limit is not None and total > limit:
                     self._too_large(limit)
-                    return None
+                    return False
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
-        value = (self.headers.get("Content-Length") or "0").strip()
+        if self.headers.get("Content-Length") is None:
+            return None
+        value = self.headers.get("Content-Length").strip()
         if not value.isdigit() or not value.isascii():
             raise BadRequest(f"Content-Length must be a non-negative integer, got {value[:40]!r}")
         length = int(value)
@@ -261,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self.rfile.read(min(1 << 20, length))
                     length -= 1 << 20
             self._too_large(limit)
-            return None
+            return False
         return self.rfile.read(length) if length else b""
 
     def _too_large(self, limit: int) -> None:
@@ -278,14 +313,17 @@ class _FunctionHandler(_Handler):
         started = time.perf_counter()
         runtime: FunctionRuntime = self.server.runtime
         body = self._read_body(runtime.config.body_limit)
-        if body is None:
+        if body is False:
             return
-        headers = {k: v for k, v in self.headers.items()}
-        reply = runtime.invoke(body, self.headers.get("Content-Type", ""), headers, self.command,
-                               urlparse(self.path).path or "/")
+        headers = canonical_headers(self.headers.items())
+        reply = runtime.invoke(body, headers.get("Content-Type", ""), headers, self.command,
+                               trigger_path(self.path), query_fields(self.path))
         self._reply(reply, started, runtime.name)
 
-    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = _invoke
+    def __getattr__(self, name: str):
+        if name.startswith("do_"):  # any method, as fasthttp passes any to the function
+            return self._invoke
+        raise AttributeError(name)
 
 
 class _DashboardHandler(_Handler):
@@ -295,10 +333,9 @@ class _DashboardHandler(_Handler):
         self._reply({"status": status, "headers": {}, "content_type": "application/json",
                      "body": json.dumps(payload).encode()}, started, "dashboard")
 
-    def do_GET(self):
+    def _describe(self, path: str) -> None:
         started = time.perf_counter()
         functions: dict[str, FunctionRuntime] = self.server.functions
-        path = urlparse(self.path).path.rstrip("/")
         if path == "/api/functions":
             self._json(200, {name: f.description() for name, f in functions.items()}, started)
         elif path.startswith("/api/functions/"):
@@ -312,17 +349,20 @@ class _DashboardHandler(_Handler):
         else:
             self._json(404, {"error": f"no such endpoint: {path}"}, started)
 
-    def do_POST(self):
+    def _invoke(self):
+        """``/api/function_invocations``: the function named by ``x-nuclio-function-name``, at ``x-nuclio-path``,
+        with the request's method and every header; ``x-nuclio*`` headers of the reply are dropped."""
         started = time.perf_counter()
         functions: dict[str, FunctionRuntime] = self.server.functions
-        if urlparse(self.path).path.rstrip("/") != "/api/function_invocations":
-            self._json(404, {"error": f"no such endpoint: {self.path}"}, started)
+        if not (urlparse(self.path).path.rstrip("/") + "/").startswith("/api/function_invocations/"):
+            self._json(404 if self.command in ("GET", "POST") else 405, {"error": f"no such endpoint: {self.path}"},
+                       started)
             return
         name = self.headers.get("x-nuclio-function-name")
         runtime = functions.get(name or "")
         limit = runtime.config.body_limit if runtime else DEFAULT_BODY_LIMIT
         body = self._read_body(limit)
-        if body is None:
+        if body is False:
             return
         if not name:
             self._json(400, {"error": "the x-nuclio-function-name header is required"}, started)
@@ -330,10 +370,21 @@ class _DashboardHandler(_Handler):
         if runtime is None:
             self._json(404, {"error": f"function {name} not found"}, started)
             return
-        headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("x-nuclio-")}
-        reply = runtime.invoke(body, self.headers.get("Content-Type", ""), headers, "POST",
-                               self.headers.get("x-nuclio-path") or "/")
+        headers = canonical_headers(self.headers.items())
+        target = "/" + (self.headers.get("x-nuclio-path") or "").lstrip("/")
+        reply = runtime.invoke(body, headers.get("Content-Type", ""), headers, self.command,
+                               trigger_path(target), query_fields(target))
+        reply["headers"] = {k: v for k, v in reply["headers"].items() if not k.lower().startswith("x-nuclio")}
         self._reply(reply, started, name)
+
+    def do_GET(self):
+        path = urlparse(self.path).path.rstrip("/")
+        if path == "/api/function_invocations" or path.startswith("/api/function_invocations/"):
+            self._invoke()
+        else:
+            self._describe(path)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _invoke
 
 
 class _Server(ThreadingHTTPServer):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -22,6 +23,7 @@ RUNTIMES = ("python:3.9", "python:3.10", "python:3.11", "python:3.12")
 INT_ANNOTATIONS = ("version", "min_pos_points", "min_neg_points")
 BOOL_ANNOTATIONS = ("startswith_box", "startswith_box_optional")
 FALSY_LOOKING = ("false", "0", "no", "off", "none", "null")
+NUCLIO_SDK_INSTALL = re.compile(r"\bpip3?\b.*\binstall\b.*(?<![\w-])nuclio[-_]sdk\b", re.IGNORECASE)
 
 
 def named_items(items: object, where: str, what: str, problems: list[str]):
@@ -79,7 +81,12 @@ def lint_attributes(attributes: object, where: str, problems: list[str]) -> None
 
 
 def handler_defined(directory: Path, handler: str) -> str | None:
-    """None when ``module:function`` exists in ``directory``, else the problem."""
+    """None when ``module:function`` is a function defined in ``directory``'s module, else the problem.
+
+    Nuclio's wrapper runs the ``init_context`` of the module that *defines* the handler
+    (``sys.modules[handler.__module__]``): a handler imported or made by a factory elsewhere leaves the module's
+    ``init_context`` unrun, so both must be ``def`` statements of the module itself.
+    """
     if handler.count(":") != 1:
         return f"spec.handler {handler!r} must be module:function"
     module, function = handler.split(":")
@@ -87,20 +94,33 @@ def handler_defined(directory: Path, handler: str) -> str | None:
     if not source.is_file():
         return f"spec.handler: {source.name} not found beside the yaml"
     tree = ast.parse(source.read_text(encoding="utf-8"))
-    names = set()
+    defined, bound = set(), set()
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            for target in node.targets:
-                for elt in (target.elts if isinstance(target, ast.Tuple) else [target]):
-                    if isinstance(elt, ast.Name):
-                        names.add(elt.id)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                bound.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
         elif isinstance(node, (ast.ImportFrom, ast.Import)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-    if function not in names:
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+    for name in (function, "init_context"):
+        if name in bound - defined:
+            return (f"spec.handler: {name} in {source.name} is not a function defined there; Nuclio runs the "
+                    f"init_context of the module that defines the handler, so define both with def in {source.name}")
+    if function not in defined:
         return f"spec.handler: {source.name} defines no {function!r}"
     return None
+
+
+def lint_build(spec: dict) -> list[str]:
+    """Build commands must leave nuclio-sdk to Nuclio, whose build installs the version its wrapper pins (a
+    later ``pip install nuclio-sdk`` of Nuclio's finds one installed and keeps it)."""
+    build = spec.get("build") or {}
+    commands = [str(d.get("value", "")) for step in (build.get("directives") or {}).values()
+                if isinstance(step, list) for d in step if isinstance(d, dict)]
+    commands += [str(c) for c in build.get("commands") or []]
+    return [f"spec.build installs nuclio-sdk ({command.strip()[:50]}...); leave it to Nuclio, which installs the "
+            "version its Python wrapper pins" for command in commands if NUCLIO_SDK_INSTALL.search(command)]
 
 
 def lint_config(path: Path, config: object) -> list[str]:
@@ -157,6 +177,7 @@ def lint_config(path: Path, config: object) -> list[str]:
     except ValueError as exc:
         problems.append(f"spec.eventTimeout: {exc}")
     problems.extend(lint_trigger(spec))
+    problems.extend(lint_build(spec))
     if path.name == "function-gpu.yaml":
         problems.extend(lint_gpu(spec))
     return problems

@@ -1,73 +1,136 @@
-"""One Nuclio-style worker process: imports the handler, runs ``init_context`` once, then serves events.
+"""One worker process that loads and runs a function exactly as Nuclio's Python wrapper does.
 
-It talks to the harness over a multiprocessing pipe. Messages to the worker: ``("event", dict)``;
-from it: ``("ready", None)``, ``("init_failed", message)`` and ``("response", dict)``.
+What the wrapper does (``pkg/processor/runtime/python/py/_nuclio_wrapper.py`` with ``wrapper_common.py``,
+Nuclio 1.13 and 1.14), and so what this module does:
+
+- the function folder is the only thing on ``PYTHONPATH`` (``/opt/nuclio``; a folder staged by the deploy
+  scripts holds ``common/`` beside ``main.py``) and the process runs from ``/``;
+- ``spec.handler`` (``module.sub:name``) is imported and the handler taken from it; ``init_context`` is looked
+  up in ``sys.modules[handler.__module__]``, the module the handler was *defined* in, and run once with a
+  ``nuclio_sdk.Context(logger, platform, worker_id, TriggerInfo(kind, name))``; an exception there ends the
+  worker (the function never becomes ready);
+- each event is built by ``nuclio_sdk.Event.deserialize`` from the processor's message: the body is bytes
+  (``None`` when the request had none) and is JSON-decoded only when the content type is exactly
+  ``application/json``; strings that are not UTF-8 fail before the handler, as the wrapper's msgpack decoding
+  fails;
+- what the handler returns is encoded by ``nuclio_sdk.Response.from_entrypoint_output``; an exception that
+  escapes it becomes ``500 text/plain`` with the traceback in the body.
+
+Where ``init_context`` is defined in the handler's module named by ``spec.handler`` but the wrapper would look
+elsewhere (a handler made in another module), the worker refuses to start: under Nuclio that function would
+answer every event with a 500. It talks to the harness over a multiprocessing pipe. Messages to the worker:
+``("event", dict)``; from it: ``("ready", None)``, ``("init_failed", message)`` and ``("response", dict)``.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import logging
 import os
+import re
 import sys
+import time
 import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
 
-WIRE_FIELDS = ("status", "headers", "content_type", "body")
+TRIGGER = ("http", "myHttpTrigger")  # the trigger kind and name of every function yaml here
 
 
-def response_to_wire(output) -> dict:
-    """Normalise what a Nuclio handler may return (Response, str, bytes, dict/list, (status, body))."""
+def load_handler(spec: str) -> tuple[Callable, ModuleType | None]:
+    """The handler ``spec`` names and the ``init_context`` the wrapper would run (None: it runs none).
+
+    Raises when ``spec`` is malformed, or when the module ``spec`` names defines an ``init_context`` that the
+    wrapper would never find because the handler was defined in another module.
+    """
+    match = re.fullmatch(r"([\w-]+(?:\.[\w-]+)*):(\w+)", spec)
+    if not match:
+        raise ValueError(f"malformed handler {spec!r}: use module.sub:function")
+    module = importlib.import_module(match.group(1))
+    handler = getattr(module, match.group(2))
+    home = sys.modules[handler.__module__]  # where the wrapper looks for init_context
+    init = getattr(home, "init_context", None)
+    if init is None and hasattr(module, "init_context"):
+        raise LookupError(f"{module.__name__}.init_context would never run under Nuclio: its wrapper looks for "
+                          f"init_context in {home.__name__}, the module that defines the handler; define "
+                          f"handler as a function of {module.__name__}")
+    return handler, init
+
+
+def event_from(message: dict) -> Any:
+    """A ``nuclio_sdk.Event`` from the harness's message, decoded as the wrapper decodes the processor's."""
     import nuclio_sdk
 
-    status, headers, content_type, body = 200, {}, "text/plain", output
-    if isinstance(output, nuclio_sdk.Response):
-        status, headers, content_type, body = output.status_code, output.headers, output.content_type, output.body
-    elif isinstance(output, tuple) and len(output) == 2 and isinstance(output[0], int):
-        status, body = output
-    if isinstance(body, (dict, list)):
-        body, content_type = json.dumps(body), "application/json"
-    if body is None:
-        body = b""
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    return {"status": int(status), "headers": {str(k): str(v) for k, v in (headers or {}).items()},
-            "content_type": content_type or "text/plain", "body": bytes(body)}
+    def utf8(value: str) -> str:  # the harness reads header and path bytes as Latin-1, as http.server does
+        return value.encode("latin-1").decode("utf-8")
+
+    parsed = {
+        "body": message["body"], "content_type": utf8(message["content_type"]),
+        "trigger": {"kind": TRIGGER[0], "name": TRIGGER[1]}, "fields": message.get("fields") or {},
+        "headers": {utf8(k): utf8(v) for k, v in message["headers"].items()}, "id": message.get("id"),
+        "method": utf8(message["method"]), "path": utf8(message["path"]), "size": len(message["body"] or b""),
+        "timestamp": time.time(), "url": utf8(message.get("url") or ""), "shard_id": 0, "num_shards": 0,
+        "type": "", "type_version": "", "version": "",
+    }
+    return nuclio_sdk.Event.deserialize(parsed, kind=nuclio_sdk.event.EventDeserializerKinds.msgpack)
 
 
-def decode_event_body(body: bytes, content_type: str):
-    """Like Nuclio's Python wrapper: a JSON content type gives the decoded object, else the raw bytes.
+def to_wire(output: Any) -> dict:
+    """What the processor receives from the wrapper for ``output``: status, headers, content type, body bytes."""
+    import nuclio_sdk
+    import nuclio_sdk.json_encoder
 
-    A body that does not decode (not UTF-8, not JSON, nested deeper than Python's recursion limit, an integer
-    of more digits than Python converts) stays bytes, for the handler to refuse with a clear error.
-    """
-    if (content_type or "").split(";")[0].strip().lower() == "application/json":
-        try:
-            return json.loads(body.decode("utf-8"))
-        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            return body
-    return body
+    encoded = nuclio_sdk.Response.from_entrypoint_output(nuclio_sdk.json_encoder.Encoder().encode, output)
+    response = json.loads(nuclio_sdk.json_encoder.Encoder().encode(encoded))  # what crosses the socket
+    body = response.get("body") or ""
+    body = base64.b64decode(body) if response.get("body_encoding") == "base64" else str(body).encode("utf-8")
+    return {"status": int(response.get("status_code") or 200),
+            "headers": {str(k): str(v) for k, v in (response.get("headers") or {}).items()},
+            "content_type": response.get("content_type") or "text/plain", "body": body}
 
 
-def worker_main(conn, function_dir: str, root: str, handler: str, env: dict, name: str, worker_id: int) -> None:
+def failure(where: str, exc: BaseException) -> dict:
+    """The wrapper's answer when an exception escapes: 500 text/plain with the traceback."""
+    text = f'Exception caught {where} - "{exc}": {traceback.format_exc()}'
+    return {"status": 500, "headers": {}, "content_type": "text/plain", "body": text.encode("utf-8")}
+
+
+def serve_one(handler: Callable, context: Any, message: dict) -> dict:
+    try:
+        event = event_from(message)
+    except Exception as exc:
+        context.logger.warn(f"event could not be decoded: {exc!r}")
+        return failure("while serving", exc)
+    try:
+        return to_wire(handler(context, event))
+    except Exception as exc:
+        context.logger.error_with("Exception caught in handler", exc=str(exc), traceback=traceback.format_exc())
+        return failure("in handler", exc)
+
+
+def worker_main(conn, function_dir: str, root: str, handler_spec: str, env: dict, name: str, worker_id: int) -> None:
     import nuclio_sdk
 
     os.environ.update(env)
-    sys.path[:0] = [function_dir, root]
-    os.chdir(function_dir)
+    staged = (Path(function_dir) / "common").is_dir()  # staged by the deploy scripts: imported as in the image
+    sys.path[:0] = [function_dir] if staged else [function_dir, root]
+    os.chdir("/")
     logger = nuclio_sdk.Logger(logging.DEBUG, name=f"{name}.{worker_id}")
     formatter = logging.Formatter(f"%(asctime)s {name}[{worker_id}] %(levelname)s %(message)s %(with)s")
-    logger.set_handler("stderr", sys.stderr, _WithFormatter(formatter))
-    context = nuclio_sdk.Context(logger=logger, worker_id=worker_id,
-                                 trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"))
+    logger.set_handler("default", sys.stderr, _WithFormatter(formatter))
+    context = nuclio_sdk.Context(logger, nuclio_sdk.Platform("local", namespace="nuclio"), str(worker_id),
+                                 nuclio_sdk.TriggerInfo(*TRIGGER))
     try:
-        module_name, func_name = handler.split(":", 1)
-        module = importlib.import_module(module_name)
-        entry = getattr(module, func_name)
-        init = getattr(module, "init_context", None)
+        handler, init = load_handler(handler_spec)
+        common = sys.modules.get("common")
+        if staged and common is not None and not str(common.__file__).startswith(function_dir):
+            raise ImportError(f"common/ came from {common.__file__}, not from the staged folder {function_dir}")
         if init is not None:
             init(context)
-    except BaseException as exc:  # report, then exit: the harness decides what to do
+    except BaseException as exc:  # report, then exit, as the wrapper exits: the harness decides what to do
         logger.error_with("init_context failed", traceback=traceback.format_exc())
         conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -77,22 +140,8 @@ def worker_main(conn, function_dir: str, root: str, handler: str, env: dict, nam
             kind, message = conn.recv()
         except (EOFError, OSError):
             return
-        if kind != "event":
-            continue
-        try:  # nothing a request holds may end the worker: every failure becomes a reply
-            event = nuclio_sdk.Event(
-                body=decode_event_body(message["body"], message["content_type"]),
-                content_type=message["content_type"], headers=message["headers"], method=message["method"],
-                path=message["path"], size=len(message["body"]), _id=message.get("id"),
-                trigger=nuclio_sdk.TriggerInfo("http", "myHttpTrigger"),
-            )
-            wire = response_to_wire(entry(context, event))
-        except Exception as exc:
-            logger.error_with("handler raised", traceback=traceback.format_exc())
-            wire = response_to_wire(nuclio_sdk.Response(
-                body=json.dumps({"error": f"internal error ({type(exc).__name__}); see the function log"}),
-                content_type="application/json", status_code=500))
-        conn.send(("response", wire))
+        if kind == "event":
+            conn.send(("response", serve_one(handler, context, message)))
 
 
 class _WithFormatter(logging.Formatter):

@@ -2,7 +2,7 @@
 
 A door parses the body (:mod:`~common.doors.cvat.request`), checks the memory its images would cost, calls the
 model's typed method and encodes the result (:mod:`~common.doors.cvat.replies`). The Nuclio entry
-(:mod:`~common.doors.cvat.nuclio`) and every in-process caller go through the same doors.
+(:mod:`~common.doors.nuclio`) and every in-process caller go through the same doors.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-from common.doors.cvat.nuclio import make_entry
+from common.doors.nuclio import handle, init
 from model_handler import ModelHandler
-
-init_context, handler = make_entry(ModelHandler)
+def init_context(context): init(context, ModelHandler)
+def handler(context, event): return handle(context, event)
