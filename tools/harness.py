@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import itertools
 import json
 import multiprocessing
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -388,8 +390,50 @@ class _DashboardHandler(_Handler):
 
 
 class _Server(ThreadingHTTPServer):
+    """One listening port: a thread per connection, as many pending connections as the kernel allows."""
+
     daemon_threads = True
     allow_reuse_address = True
+    # the standard library's default of 5 resets a burst of clients; Nuclio's trigger takes what the kernel
+    # allows and queues events for a free worker (503 after workerAvailabilityTimeoutMilliseconds)
+    request_queue_size = socket.SOMAXCONN
+    _complained = 0.0
+
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # the connection waits in the backlog meanwhile
+                self._complain(f"cannot accept connections: out of file descriptors ({exc}); raise the limit "
+                               "(ulimit -n) or lower the number of clients")
+                time.sleep(0.05)
+            raise
+
+    def process_request(self, request, client_address):
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError as exc:  # no thread could be started for the connection
+            self._complain(f"cannot serve a connection: {exc}")
+            self.shutdown_request(request)
+
+    def _complain(self, message: str) -> None:
+        if time.monotonic() - self._complained > 5:  # once per burst, not once per connection
+            self._complained = time.monotonic()
+            log(f"{getattr(self, 'label', 'harness')}: {message}")
+
+
+def raise_file_limit() -> None:
+    """The soft limit on open files up to the hard one: each connection is a descriptor."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > 1 << 20:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep the limit
+        pass
 
 
 class Harness:
@@ -401,6 +445,7 @@ class Harness:
         if duplicates:
             raise ValueError(f"two functions share a name: {', '.join(sorted(duplicates))}")
         self.host = host
+        raise_file_limit()
         self.functions = {c.name: FunctionRuntime(c) for c in configs}
         self.dashboard = _Server((host, port), _DashboardHandler)
         self.dashboard.functions = self.functions
