@@ -188,3 +188,34 @@ def image_size(path: Path) -> tuple[int, int]:
 
     with PIL.Image.open(path) as image:
         return image.size
+
+
+def test_a_removed_or_replaced_file_and_an_emptied_folder(models_dir, data_dir, tmp_path, capsys):
+    """Deleting the unreadable file ends its report (exit 0); a file replaced at the same name is annotated
+    again; an image added later is picked up; a folder whose images all went says so and writes nothing."""
+    images, out = tmp_path / "images", tmp_path / "out"
+    images.mkdir()
+    shutil.copy(data_dir / "images" / "dog.jpg", images / "a.jpg")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    assert annotate(YOLOX, images, out, "datumaro") == 1
+    capsys.readouterr()
+    (images / "broken.jpg").unlink()
+    assert annotate(YOLOX, images, out, "datumaro") == 0
+    err = capsys.readouterr().err
+    assert "1 images of the journal are no longer in" in err and "broken.jpg" in err and "unreadable" not in err
+    assert annotate(YOLOX, images, out, "datumaro") == 0  # and stays so
+    assert "no longer" not in capsys.readouterr().err
+
+    shutil.copy(data_dir / "images" / "giraffe.jpg", images / "a.jpg")  # another picture at the same name
+    shutil.copy(data_dir / "images" / "person.jpg", images / "b.jpg")  # added
+    assert annotate(YOLOX, images, out, "datumaro") == 0
+    assert "2 run now" in capsys.readouterr().err
+    labels = {item.id: sorted(a.label for a in item.annotations)
+              for item in dm.Dataset.import_from(str(out / "datumaro"), "datumaro")}
+    giraffe = dm.Dataset.import_from(str(out / "datumaro"), "datumaro").categories()[dm.AnnotationType.label]
+    assert giraffe.find("giraffe")[0] in labels["a"] and set(labels) == {"a", "b"}
+
+    for path in images.iterdir():
+        path.unlink()
+    assert annotate(YOLOX, images, out, "datumaro") == 2
+    assert "are all gone, so no dataset was written" in capsys.readouterr().err

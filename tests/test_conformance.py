@@ -59,13 +59,14 @@ def test_settings_are_read_from_the_environment_as_documented(settings_class):
     assert set(settings_class.variables()) <= documented, "every setting is in the README's table"
     for variable, name in settings_class.variables().items():
         default = getattr(defaults, name)
-        value = {float: "0.375", int: "7", str: "other"}[type(default)]
+        value, expected = {float: ("0.375", 0.375), int: ("7", 7), str: ("other", "other"),
+                           bool: ("0" if default else "1", not default)}[type(default)]
         try:
             found = settings_class.from_env({variable: value})
         except ValueError as exc:  # a setting with a fixed set of values refuses others, naming itself
             assert isinstance(default, str) and variable in str(exc)
         else:
-            assert getattr(found, name) == type(default)(value)
+            assert getattr(found, name) == expected
         assert getattr(settings_class.from_env({variable: " "}), name) == default  # empty means unset
         if not isinstance(default, str):
             with pytest.raises(ValueError, match=variable):

@@ -91,3 +91,23 @@ def test_faces_at_infinite_coordinates_are_dropped(models_dir):
         reply = door({"image": base64.b64encode(buffer.getvalue()).decode()}).payload
     json.dumps(reply, allow_nan=False)
     assert [s["type"] for s in reply] == ["rectangle", "skeleton"] and reply[0]["points"] == [10.0, 5.0, 30.0, 25.0]
+
+
+@pytest.mark.parametrize("name", sorted(FACES))
+def test_faces_equal_opencvs_own_call_at_the_images_size(models_dir, data_dir, name):
+    """As OpenCV Zoo's YuNet demo runs it: the input size is the image's own (no rounding of ours below
+    YUNET_MAX_SIDE), the frame BGR; the function's faces are the bare call's."""
+    import cv2
+    import numpy as np
+
+    from common.core.image import Image as Decoded
+    from common.models.folder import load_module
+
+    bgr = cv2.imread(str(data_dir / "images" / name))
+    bare = cv2.FaceDetectorYN.create(str(models_dir / "yunet_n_640_640.onnx"), "", (320, 320), 0.6, 0.3, 5000)
+    bare.setInputSize((bgr.shape[1], bgr.shape[0]))
+    expected = bare.detect(bgr)[1]
+    model = load_module(YUNET).ModelHandler()
+    got = model.faces(Decoded.from_bytes((data_dir / "images" / name).read_bytes()).rgb, 0.6)
+    assert expected is not None and got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-4

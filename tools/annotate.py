@@ -53,14 +53,33 @@ def video_frames(video: Path, target: Path) -> list[Path]:
     return frames
 
 
-def read_journal(path: Path, header: dict) -> dict[str, dict]:
-    """The entries of an earlier run with the same function and threshold, by image; the last entry wins."""
+def fingerprint(path: Path) -> list[int]:
+    """Size and modification time: a file replaced at the same name is annotated again."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def done(entry: dict, path: Path) -> bool:
+    """Whether a journal entry holds the detections of the file as it is now."""
+    return "detections" in entry and entry.get("file", fingerprint(path)) == fingerprint(path)
+
+
+def read_journal(path: Path, header: dict | None) -> dict[str, dict]:
+    """The entries of an earlier run with the same function and threshold (any, for ``None``), by image; the
+    last entry wins."""
     if not path.exists():
         return {}
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if lines and lines[0] != header:
+    if lines and header is not None and lines[0] != header:
         raise SystemExit(f"{path} was written by another run ({lines[0]}); use another --out or delete it")
     return {entry["image"]: entry for entry in lines[1:]}
+
+
+def rewrite_journal(path: Path, header: dict, entries: dict[str, dict]) -> None:
+    """The journal with only ``entries`` (one line each), replaced in one step."""
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_text("".join(json.dumps(line) + "\n" for line in [header, *entries.values()]))
+    fresh.replace(path)
 
 
 class LocalDetector:
@@ -152,17 +171,27 @@ def cmd_annotate(args) -> int:
     else:
         base = Path(args.images)
         files = image_files(base)
+    journal = out / JOURNAL
     if not files:
-        print(f"{base}: no images", file=sys.stderr)
+        known = len(read_journal(journal, None)) if journal.exists() else 0
+        gone = f"; the {known} images {journal} lists are all gone, so no dataset was written" if known else ""
+        print(f"{base}: no images{gone}", file=sys.stderr)
         return 2
     if Path(args.function).is_dir():
         detector = LocalDetector(Path(args.function), args.threshold)
     else:
         detector = ServedDetector(args.function, args.dashboard, args.threshold, args.jobs, args.timeout)
     header = {"function": detector.name, "threshold": detector.threshold}
-    journal = out / JOURNAL
     entries = read_journal(journal, header)
-    todo = [p for p in files if "detections" not in entries.get(p.relative_to(base).as_posix(), {})]
+    present = {p.relative_to(base).as_posix(): p for p in files}
+    gone = sorted(set(entries) - set(present))
+    for name in gone:  # deleted since: neither done nor failing any more
+        del entries[name]
+    if gone:
+        print(f"{len(gone)} images of the journal are no longer in {base} and are left out: "
+              f"{', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''}", file=sys.stderr)
+        rewrite_journal(journal, header, entries)
+    todo = [p for name, p in present.items() if not done(entries.get(name, {}), p)]
     preview = Path(args.preview) if args.preview else None
     if preview:
         preview.mkdir(parents=True, exist_ok=True)
@@ -174,11 +203,12 @@ def cmd_annotate(args) -> int:
         try:
             image, found = detector(path.read_bytes(), name)
         except (FunctionError, OSError) as exc:
-            return {"image": name, "error": getattr(exc, "message", str(exc))}
+            return {"image": name, "file": fingerprint(path), "error": getattr(exc, "message", str(exc))}
         if preview:
             reply = detector_reply(found, detector.labels, *image.size)
             cv2.imwrite(str(preview / (path.stem + ".jpg")), draw_reply(image.rgb, reply, detector.labels))
-        return {"image": name, "size": list(image.size), "detections": dataset.to_json(found)}
+        return {"image": name, "file": fingerprint(path), "size": list(image.size),
+                "detections": dataset.to_json(found)}
 
     interrupted, started = False, time.perf_counter()
     with journal.open("a") as log, tqdm(total=len(files), initial=len(files) - len(todo), unit="image") as bar, \
@@ -199,7 +229,7 @@ def cmd_annotate(args) -> int:
     items, unknown, count = [], 0, 0
     for path in files:
         entry = entries.get(path.relative_to(base).as_posix(), {})
-        if "detections" not in entry:
+        if not done(entry, path):
             continue
         width, height = entry["size"]
         found, skipped = dataset.annotations(dataset.from_json(entry["detections"]), detector.labels, width,

@@ -186,14 +186,18 @@ class Detections:
         xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
         return replace(self, xyxy=xyxy)
 
-    def nms(self, iou_threshold: float, score_threshold: float = 0.0) -> "Detections":
-        """Class-aware non-maximum suppression (OpenCV's), best first."""
+    def nms(self, iou_threshold: float, score_threshold: float = 0.0, class_agnostic: bool = False,
+            pixel: float = 0.0) -> "Detections":
+        """Non-maximum suppression (OpenCV's), best first: per class, or over all boxes with ``class_agnostic``.
+        A box goes when its IoU with a better one is over ``iou_threshold``; ``pixel=1`` measures sizes as
+        ``x2 - x1 + 1``, the convention of older detectors' NMS (YOLOX's demo, py-faster-rcnn)."""
         if len(self) == 0:
             return self
-        xywh = np.column_stack([self.xyxy[:, :2], self.xyxy[:, 2:] - self.xyxy[:, :2]])
+        xywh = np.column_stack([self.xyxy[:, :2], self.xyxy[:, 2:] - self.xyxy[:, :2] + pixel])
+        classes = np.zeros(len(self), np.int32) if class_agnostic else self.class_id.astype(np.int32)
         keep = cv2.dnn.NMSBoxesBatched(
-            xywh.astype(np.float32).tolist(), self.score.astype(np.float32).tolist(),
-            self.class_id.astype(np.int32).tolist(), float(score_threshold), float(iou_threshold),
+            xywh.astype(np.float32).tolist(), self.score.astype(np.float32).tolist(), classes.tolist(),
+            float(score_threshold), float(iou_threshold),
         )
         keep = np.asarray(keep, dtype=np.int64).reshape(-1)
         return self[keep[np.argsort(-self.score[keep], kind="stable")]]

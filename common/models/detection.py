@@ -8,8 +8,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from common.core.image import scaled_size
-
 
 @dataclass
 class Letterbox:
@@ -20,11 +18,14 @@ class Letterbox:
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = 114) -> Letterbox:
-    """Resize ``image`` to fit ``size`` = (height, width) keeping its aspect ratio; pad right and bottom."""
+    """Resize ``image`` to fit ``size`` = (height, width) keeping its aspect ratio; pad right and bottom.
+
+    The resized sides are ``int(side * scale)``, truncated as YOLOX's ``preproc`` does (773 wide at a scale of
+    416/773 is 415, not 416), and at least one pixel each for images of extreme aspect ratio."""
     height, width = size
     h, w = image.shape[:2]
     scale = min(height / h, width / w)
-    new_w, new_h = scaled_size(w, h, scale)
+    new_w, new_h = max(1, int(w * scale)), max(1, int(h * scale))
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     out = np.full((height, width) + image.shape[2:], pad_value, dtype=image.dtype)
     out[:new_h, :new_w] = resized

@@ -1,4 +1,6 @@
-"""YOLOX (Megvii) on ONNX: letterbox to the model input, decode the raw grid output, class-aware NMS."""
+"""YOLOX (Megvii) on ONNX, as Megvii's ONNX Runtime demo runs it (``preproc``, ``demo_postprocess``,
+``multiclass_nms``): letterbox with truncated sides, decode the raw grid output, class-agnostic NMS (each box keeps
+its best class, then one NMS over all boxes, sizes measured ``x2 - x1 + 1``)."""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ def grid_decode(raw: np.ndarray, grid: np.ndarray, stride: np.ndarray) -> np.nda
 @dataclass(frozen=True)
 class YoloxSettings(Settings):
     nms_threshold: float = setting("NMS_THRESHOLD", 0.45)
+    nms_class_agnostic: bool = setting("NMS_CLASS_AGNOSTIC", True)
 
 
 class ModelHandler(Detector):
@@ -66,14 +69,18 @@ class ModelHandler(Detector):
         blob = np.ascontiguousarray(boxed.image.transpose(2, 0, 1)[None], dtype=np.float32)
         raw = self.model({self.model.input_names[0]: blob})[0][0]
         class_scores = raw[:, 5:] * raw[:, 4:5]
-        classes = class_scores.argmax(axis=1)
-        scores = class_scores[np.arange(len(classes)), classes]
-        keep = scores >= threshold  # only these cells' boxes are decoded
-        pred = grid_decode(raw[keep], self.grid[keep], self.stride[keep])
-        scores, classes = scores[keep], classes[keep]
+        if self.settings.nms_class_agnostic:  # each cell its best class
+            classes = class_scores.argmax(axis=1)
+            cells = np.flatnonzero(class_scores[np.arange(len(classes)), classes] >= threshold)
+            classes = classes[cells]
+        else:  # each class every cell that scores for it, as the demo's class-aware NMS
+            cells, classes = np.nonzero(class_scores >= threshold)
+        scores = class_scores[cells, classes]
+        pred = grid_decode(raw[cells], self.grid[cells], self.stride[cells])  # only these cells' boxes
         boxes = np.column_stack([
             pred[:, 0] - pred[:, 2] / 2, pred[:, 1] - pred[:, 3] / 2,
             pred[:, 0] + pred[:, 2] / 2, pred[:, 1] + pred[:, 3] / 2,
         ]) / boxed.scale
-        found = Detections(boxes, scores, classes).nms(self.settings.nms_threshold, threshold)
+        found = Detections(boxes, scores, classes).nms(self.settings.nms_threshold, class_agnostic=
+                                                       self.settings.nms_class_agnostic, pixel=1.0)
         return found.clip(*image.size)
