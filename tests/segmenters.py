@@ -75,7 +75,7 @@ def mask_box_iou(mask: np.ndarray, box: tuple[int, int, int, int]) -> float:
 def rasterize(shape_type: str, points, width: int, height: int) -> np.ndarray:
     """A CVAT shape's pixels (rectangle [x1, y1, x2, y2], flat polygon, or RLE mask) through :class:`Region`."""
     from common.core.results import Mask, Region
-    from common.doors.cvat.shapes import from_cvat_rle
+    from common.core.rle import from_cvat_rle
 
     if shape_type == "mask":
         region = Region("mask", mask=Mask.from_full(from_cvat_rle(points, width, height)))

@@ -18,7 +18,8 @@ from cvat_sdk import models
 from cvat_sdk.auto_annotation.driver import _AnnotationMapper, _DetectionFunctionContextImpl
 from cvat_sdk.masks import decode_mask, encode_mask
 
-from common.doors.cvat.shapes import from_cvat_mask, from_cvat_rle
+from common.doors.cvat.shapes import from_cvat_mask
+from common.core.rle import from_cvat_rle
 from common.doors.cvat_sdk import create
 from tests.conftest import ROOT, b64_file
 from tests.segmenters import door_of

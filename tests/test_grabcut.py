@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.doors.cvat.shapes import from_cvat_rle
+from common.core.rle import from_cvat_rle
 from tests.conftest import ROOT, b64_file, function_url, http, mask_iou
 
 GRABCUT = ROOT / "functions" / "opencv" / "opencv" / "grabcut" / "nuclio"

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from common.models.reid import cosine_distances, eligible_pairs, match
-from common.models.base import ReidBox
+from common.core.prompts import ReidBox
 from tests.conftest import ROOT, function_url, http
 
 REID = ROOT / "functions" / "pytorch" / "torchvision" / "reid" / "nuclio"

@@ -193,7 +193,8 @@ def test_mask_counts_that_would_overflow_or_not_fit_are_400s(counts, message):
 
 
 def test_requests_hold_a_bounded_number_of_clicks_objects_and_boxes():
-    from common.doors.cvat.request import MAX_OBJECTS, MAX_POINTS
+    from common.core.prompts import MAX_POINTS
+    from common.doors.cvat.request import MAX_OBJECTS
 
     many = [[1, 1]] * (MAX_POINTS + 1)
     assert parse_interactor({"image": IMAGE, "pos_points": many[:MAX_POINTS]}).prompt.positive.shape == (MAX_POINTS, 2)

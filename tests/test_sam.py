@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from common.core.image import Image
-from common.doors.cvat.shapes import from_cvat_rle
+from common.core.rle import from_cvat_rle
 from common.models.folder import load_module
 from tests.conftest import b64_file, function_url, http
 from tests.segmenters import (DOG, SAM, box_logits, decoder_answers, door_of, encoder_input, mask_box_iou,

@@ -12,7 +12,7 @@ import torch
 
 from common.core.errors import RequestError
 from common.core.image import Image
-from common.doors.cvat.shapes import from_cvat_rle
+from common.core.rle import from_cvat_rle
 from tests.conftest import b64_file, function_url, http
 from tests.segmenters import (DOG, SAM2, box_logits, decoder_answers, door_of, encoder_input, mask_box_iou,
                               recorded_prompts)

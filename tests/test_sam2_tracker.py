@@ -19,7 +19,7 @@ from common.core.image import Image
 from common.core.results import Region
 from common.doors.cvat.replies import tracker_points
 from common.doors.cvat.request import tracked_shape
-from common.doors.cvat.shapes import from_cvat_rle, to_cvat_rle
+from common.core.rle import from_cvat_rle, to_cvat_rle
 from common.runtime.state_store import StateGone
 from tests.conftest import ROOT, function_url, http, running
 from tests.segmenters import mask_box_iou, door_of, rasterize

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from common.core.results import Mask, Region
+from common.core import rle
 from common.doors.cvat import replies, shapes
 from common.core.errors import RequestError
 from tests.segmenters import rasterize
@@ -37,32 +38,32 @@ def test_detector_mask_layout_round_trip(mask):
 @given(masks)
 @settings(max_examples=300, deadline=None)
 def test_interactor_rle_round_trip(mask):
-    values = shapes.to_cvat_rle(mask)
+    values = rle.to_cvat_rle(mask)
     if not mask.any():
         assert values is None
         return
     xtl, ytl, xbr, ybr = values[-4:]
     assert sum(values[:-4]) == (xbr - xtl + 1) * (ybr - ytl + 1)
     h, w = mask.shape
-    assert (shapes.from_cvat_rle(values, w, h) == mask).all()
+    assert (rle.from_cvat_rle(values, w, h) == mask).all()
 
 
 def test_cvat_fixture_mask():
     """The lambda-manager test fixture: this mask becomes RLE [0,2,2,2,2,2,2] with bbox (0,0)-(2,3)."""
     fixture = [255, 255, 0, 0, 255, 255, 0, 0, 255, 255, 0, 0, 0, 0, 2, 3]
     # CVAT's fixture bitmap holds 12 values for a 3×4 box; read it as the server does: flat RLE.
-    assert shapes.rle_encode(np.array(fixture[:-4])) == [0, 2, 2, 2, 2, 2, 2]
+    assert rle.rle_encode(np.array(fixture[:-4])) == [0, 2, 2, 2, 2, 2, 2]
     mask = np.zeros((5, 5), bool)
     mask[0:4, 0:3] = [[1, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 0]]
     assert shapes.to_cvat_mask(mask)[-4:] == [0, 0, 2, 3]
 
 
 def test_rle_starts_with_zero_run():
-    assert shapes.rle_encode(np.array([1, 1, 0])) == [0, 2, 1]
-    assert shapes.rle_encode(np.array([0, 1, 1])) == [1, 2]
-    assert shapes.rle_encode(np.array([0, 0])) == [2]
+    assert rle.rle_encode(np.array([1, 1, 0])) == [0, 2, 1]
+    assert rle.rle_encode(np.array([0, 1, 1])) == [1, 2]
+    assert rle.rle_encode(np.array([0, 0])) == [2]
     with pytest.raises(RequestError):
-        shapes.rle_decode([1, 2], 4)
+        rle.rle_decode([1, 2], 4)
 
 
 @pytest.mark.parametrize("values, message", [
@@ -144,7 +145,7 @@ def test_rasterize_rectangles_polygons_and_masks():
     assert triangle[0].all() and triangle[:, 0].all() and not triangle[5, 7]
     clipped = rasterize("polygon", [-10, -10, 20, -10, 20, 20, -10, 20], 8, 6)
     assert clipped.all()
-    assert np.array_equal(rasterize("mask", shapes.to_cvat_rle(triangle), 8, 6), triangle)
+    assert np.array_equal(rasterize("mask", rle.to_cvat_rle(triangle), 8, 6), triangle)
     with pytest.raises(ValueError, match="ellipse"):
         rasterize("ellipse", [1, 1, 2, 2], 8, 6)
 

@@ -16,7 +16,7 @@ import torch
 
 from common.core.results import Mask
 from common.doors.cvat.request import tracked_shape
-from common.doors.cvat.shapes import rle_points
+from common.core.rle import rle_points
 from common.models.folder import load_module
 from common.runtime.state_store import from_env
 from tests.conftest import ROOT, function_url, http, running

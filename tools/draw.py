@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 
 from common.core.labels import Labels
-from common.doors.cvat.shapes import from_cvat_mask, from_cvat_rle
+from common.doors.cvat.shapes import from_cvat_mask
+from common.core.rle import from_cvat_rle
 
 
 def color_for(label: str) -> tuple[int, int, int]:

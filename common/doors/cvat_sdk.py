@@ -35,9 +35,10 @@ from common.core.labels import Attribute, Label
 from common.core.results import Detections
 from common.core.settings import polygon_epsilon
 from common.doors.cvat.replies import tracker_points
-from common.doors.cvat.request import clip_box, points_list, tracked_shape
-from common.doors.cvat.shapes import attribute_value, rle_points
-from common.models.base import Detector, Interactor, Model, Prompt
+from common.doors.cvat.shapes import attribute_value
+from common.core.rle import rle_points
+from common.core.prompts import Prompt, clip_box, points_array, region_of
+from common.models.base import Detector, Interactor, Model
 from common.models.folder import find_folder, load_model
 
 # ---------------------------------------------------------------- specs
@@ -126,12 +127,12 @@ class InteractionFunction:
     def detect(self, context: cvataa.InteractionFunctionContext, pp_image: Image,
                prompts: cvataa.InteractionPrompts) -> list[cvataa.InteractionResultShape]:
         size = pp_image.size
-        clicks = {"pos_points": list(prompts.pos_points), "neg_points": list(prompts.neg_points)}
         box = None
         if prompts.bounding_box is not None:
             (x1, y1), (x2, y2) = prompts.bounding_box
             box = clip_box((x1, y1, x2, y2), "bounding_box", size)
-        prompt = Prompt(points_list(clicks, "pos_points", size, True), points_list(clicks, "neg_points", size, True), box)
+        prompt = Prompt(points_array(list(prompts.pos_points), "pos_points", size),
+                        points_array(list(prompts.neg_points), "neg_points", size), box)
         region = self.model.segment(pp_image, prompt)
         if region is None or region.mask is None:
             return []
@@ -162,8 +163,8 @@ class TrackingFunction:
 
     def init_tracking_state(self, context: cvataa.TrackingFunctionShapeContext, pp_image: Image,
                             shape: cvataa.TrackableShape) -> TrackingState:
-        prompt = tracked_shape(shape.type, list(shape.points), "shape", pp_image.size)
-        return TrackingState(self.model.start(pp_image, prompt.region))
+        _, region = region_of(shape.type, list(shape.points), "shape", pp_image.size)
+        return TrackingState(self.model.start(pp_image, region))
 
     def track(self, context: cvataa.TrackingFunctionShapeContext, pp_image: Image,
               state: TrackingState) -> cvataa.TrackableShape | None:

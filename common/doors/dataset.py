@@ -17,7 +17,7 @@ import numpy as np
 
 from common.core.labels import Labels
 from common.core.results import Detections, Mask
-from common.doors.cvat.shapes import rle_decode, rle_encode
+from common.core.rle import rle_decode, rle_encode
 
 Visibility = dm.Points.Visibility
 SCORE = "score"  # the attribute that keeps a detection's score

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
@@ -21,6 +20,7 @@ import numpy as np
 from common.core.image import Image
 from common.core.errors import RequestError
 from common.core.labels import Label, Labels, read_config, spec_of
+from common.core.prompts import Prompt
 from common.core.results import Detections, Region
 from common.core.settings import Settings, env_str
 
@@ -111,28 +111,6 @@ class Detector(Model):
     def detect_prompts(self, image: Image, threshold: float, labels: Sequence[Label]) -> Detections:
         """Detections of (at least) ``labels``: every label for models with a fixed class list."""
         return self.detect(image, threshold)
-
-
-@dataclass
-class Prompt:
-    """What an annotator gave an interactor: clicks on the object and on the background ((N, 2) floats in image
-    pixels, inside the image) and an optional box (xtl, ytl, xbr, ybr)."""
-
-    positive: np.ndarray
-    negative: np.ndarray
-    box: tuple[float, float, float, float] | None = None
-
-    @property
-    def empty(self) -> bool:
-        return len(self.positive) == 0 and len(self.negative) == 0 and self.box is None
-
-
-@dataclass
-class ReidBox:
-    """A box to re-identify: xtl, ytl, xbr, ybr inside its image, and the label a match must share."""
-
-    box: tuple[float, float, float, float]
-    label_id: int | str | None
 
 
 class Interactor(Model):

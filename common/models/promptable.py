@@ -21,7 +21,8 @@ import torch
 
 from common.core.image import Image, pad_to_aspect
 from common.core.results import Region
-from common.models.base import Interactor, Prompt
+from common.core.prompts import Prompt
+from common.models.base import Interactor
 from common.models.torch_frames import masks_of
 from common.runtime import embedding_cache
 from common.runtime.embedding_cache import Entry

@@ -12,7 +12,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from common.core.image import Image
-from common.models.base import Model, ReidBox
+from common.core.prompts import ReidBox
+from common.models.base import Model
 
 INELIGIBLE = 1e6  # a cost no eligible pair reaches (cosine distances are at most 2)
 

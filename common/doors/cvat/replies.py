@@ -14,6 +14,7 @@ import numpy as np
 
 from common.core.errors import RequestError
 from common.core.image import max_memory
+from common.core import rle
 from common.core.labels import Label, Labels
 from common.core.results import Detections, Mask, Region
 from common.core.settings import polygon_epsilon
@@ -71,7 +72,7 @@ def interactor_reply(region: Region | None, size: tuple[int, int], full_mask: bo
         return {"mask": (full.astype(np.uint8) * 255).tolist()}
     if mask is None:
         return {"shapes": []}
-    shape: dict = {"type": "mask", "points": shapes.rle_points(mask)}
+    shape: dict = {"type": "mask", "points": rle.rle_points(mask)}
     if region.score is not None:
         shape["attributes"] = [{"spec_id": 0, "value": f"{float(region.score):.4f}"}]
     return {"shapes": [shape]}
@@ -89,4 +90,4 @@ def tracker_points(region: Region) -> list:
         return shapes.coords(region.box)
     if region.type == "polygon":
         return shapes.coords(region.polygon.ravel())
-    return shapes.rle_points(region.mask)
+    return rle.rle_points(region.mask)

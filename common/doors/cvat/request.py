@@ -1,20 +1,11 @@
 """CVAT's requests for the four function kinds, validated into typed requests (../shared/docs/cvat-protocol.md,
-section 4) that hold our own :class:`~common.core.image.Image`, :class:`~common.models.base.Prompt` and
-:class:`~common.core.results.Region` values.
-
-Coordinate rules (CVAT uses continuous pixel coordinates, 0..width and 0..height):
-
-- A point (``pos_points``, ``neg_points``) must lie inside the image extended by ``POINT_TOLERANCE``
-  pixels on each side; it is then clipped to ``[0, width] × [0, height]``. Further out is a 400.
-- A box (``obj_bbox``, tracker rectangles, reid boxes) is clipped to the image; a box that has no area
-  left after clipping is a 400.
-- Every number must be a finite int or float (not a bool, not a string).
-- At most ``MAX_POINTS`` clicks, ``MAX_OBJECTS`` tracked shapes or boxes per image in one request.
+section 4) that hold our own :class:`~common.core.image.Image`, :class:`~common.core.prompts.Prompt` and
+:class:`~common.core.results.Region` values. Points, boxes and shapes follow the rules of
+:mod:`common.core.prompts`; at most ``MAX_OBJECTS`` tracked shapes or boxes per image in one request.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -22,15 +13,13 @@ import numpy as np
 
 from common.core.errors import RequestError
 from common.core.image import Image
-from common.core.results import Mask, Region
-from common.doors.cvat.shapes import from_cvat_rle
-from common.models.base import Prompt, ReidBox
+from common.core.prompts import (Prompt, ReidBox, at_most, brief, clip_box, flat_numbers, json_type, number, point,
+                                 points_array, points_bbox, region_of)
+from common.core.results import Region
 
-POINT_TOLERANCE = 1.0
-# Most clicks, tracked objects and re-identified boxes one request may hold. Annotators use a handful; the
-# models' cost grows with each (SAM attends from every click to the whole image, ReID compares all pairs of
-# boxes), so a request holding millions of them within the body limit must not reach a model.
-MAX_POINTS = 1000
+# Most tracked objects and re-identified boxes one request may hold (clicks: MAX_POINTS). Annotators use a
+# handful; the models' cost grows with each (ReID compares all pairs of boxes), so a request holding millions
+# of them within the body limit must not reach a model.
 MAX_OBJECTS = 1000
 SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid", "mask", "skeleton")
 
@@ -39,21 +28,8 @@ SHAPE_TYPES = ("rectangle", "polygon", "polyline", "points", "ellipse", "cuboid"
 
 def require_object(body: object) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
-        raise RequestError(f"the request body must be a JSON object, got {_json_type(body)}")
+        raise RequestError(f"the request body must be a JSON object, got {json_type(body)}")
     return body
-
-
-def number(value: object, name: str) -> float:
-    """A finite int or float; bools and strings are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f"{name} must be a number, got {_json_type(value)}")
-    try:
-        value = float(value)
-    except OverflowError:  # an integer beyond the float range
-        raise RequestError(f"{name} is too large a number") from None
-    if not math.isfinite(value):
-        raise RequestError(f"{name} must be finite, got {value}")
-    return value
 
 
 def optional_threshold(body: Mapping[str, Any], default: float | None, name: str = "threshold") -> float | None:
@@ -72,91 +48,9 @@ def image_field(body: Mapping[str, Any], name: str = "image") -> Image:
     return Image.from_base64(body[name], name)
 
 
-def point(value: object, name: str) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise RequestError(f"{name} must be [x, y]")
-    return number(value[0], f"{name}[0]"), number(value[1], f"{name}[1]")
-
-
-def point_in_image(value: object, name: str, size: tuple[int, int]) -> tuple[float, float]:
-    x, y = point(value, name)
-    width, height = size
-    tol = POINT_TOLERANCE
-    if not (-tol <= x <= width + tol and -tol <= y <= height + tol):
-        raise RequestError(f"{name} = [{x:g}, {y:g}] is outside the {width}x{height} image")
-    return min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))
-
-
 def points_list(body: Mapping[str, Any], name: str, size: tuple[int, int], required: bool) -> np.ndarray:
-    """A list of [x, y] points as an (N, 2) float array, validated and clipped to the image."""
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise RequestError(f"{name} is required (a list of [x, y] points, possibly empty)")
-        value = []
-    if not isinstance(value, (list, tuple)):
-        raise RequestError(f"{name} must be a list of [x, y] points")
-    at_most(value, MAX_POINTS, name, "points")
-    pts = [point_in_image(p, f"{name}[{i}]", size) for i, p in enumerate(value)]
-    return np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-
-
-def at_most(items: list, limit: int, name: str, what: str) -> None:
-    if len(items) > limit:
-        raise RequestError(f"{name} has {len(items)} {what}; one request may hold at most {limit}")
-
-
-def clip_box(box: tuple[float, float, float, float], name: str, size: tuple[int, int]) -> tuple[float, ...]:
-    """Order the corners, clip to the image, refuse a box with no area left."""
-    x1, y1, x2, y2 = box
-    width, height = size
-    xtl, xbr = sorted((x1, x2))
-    ytl, ybr = sorted((y1, y2))
-    xtl, xbr = min(max(xtl, 0.0), width), min(max(xbr, 0.0), width)
-    ytl, ybr = min(max(ytl, 0.0), height), min(max(ybr, 0.0), height)
-    if xbr <= xtl or ybr <= ytl:
-        raise RequestError(f"{name} = [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has no area inside the {width}x{height} image")
-    return xtl, ytl, xbr, ybr
-
-
-def points_bbox(points: list[float], name: str, size: tuple[int, int]) -> tuple[float, ...]:
-    """The clipped bounding box of flat [x0, y0, x1, y1, ...] points (a rectangle, polygon, ...)."""
-    xs, ys = points[0::2], points[1::2]
-    return clip_box((min(xs), min(ys), max(xs), max(ys)), name, size)
-
-
-def flat_numbers(value: object, name: str, min_len: int = 0, even: bool = False) -> list[float]:
-    if not isinstance(value, (list, tuple)):
-        raise RequestError(f"{name} must be a list of numbers")
-    nums = [number(v, f"{name}[{i}]") for i, v in enumerate(value)]
-    if len(nums) < min_len:
-        raise RequestError(f"{name} must have at least {min_len} numbers, got {len(nums)}")
-    if even and len(nums) % 2:
-        raise RequestError(f"{name} must have an even number of values (x, y pairs), got {len(nums)}")
-    return nums
-
-
-def _brief(value: object) -> str:
-    """A client's value for an error message: a short string quoted, anything else by its type."""
-    if isinstance(value, str) and len(value) <= 40:
-        return repr(value)
-    return _json_type(value)
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
+    """The field ``name`` of ``body``: a list of [x, y] points as an (N, 2) float array (:func:`points_array`)."""
+    return points_array(body.get(name), name, size, required)
 
 
 # ---------------------------------------------------------------- detector
@@ -280,7 +174,7 @@ def parse_tracker(body: object, supported_shape_types: tuple[str, ...] = ("recta
             shape_type = raw.get("type")
             if shape_type not in supported_shape_types:
                 raise RequestError(
-                    f"{name}.type must be one of {', '.join(supported_shape_types)}, got {_brief(shape_type)}"
+                    f"{name}.type must be one of {', '.join(supported_shape_types)}, got {brief(shape_type)}"
                 )
             shapes.append(tracked_shape(shape_type, raw.get("points"), f"{name}.points", size))
         else:
@@ -290,16 +184,9 @@ def parse_tracker(body: object, supported_shape_types: tuple[str, ...] = ("recta
 
 
 def tracked_shape(shape_type: str, value: object, name: str, size: tuple[int, int]) -> TrackedShape:
-    """A tracker's prompt shape, checked: rectangles clipped, polygons with 3+ points over the image, masks
-    decodable (CVAT's RLE + bbox)."""
-    if shape_type == "mask":
-        pts = flat_numbers(value, name, min_len=5)
-        return TrackedShape(shape_type, pts, Region("mask", mask=Mask.from_full(from_cvat_rle(pts, *size))))
-    pts = flat_numbers(value, name, min_len=6 if shape_type == "polygon" else 4, even=True)
-    box = points_bbox(pts, name, size)  # a shape wholly outside the image is refused
-    if shape_type == "rectangle":
-        return TrackedShape(shape_type, list(box), Region("rectangle", box=box))
-    return TrackedShape(shape_type, pts, Region("polygon", polygon=np.asarray(pts, np.float64).reshape(-1, 2)))
+    """A tracker's prompt shape, checked (:func:`~common.core.prompts.region_of`)."""
+    points, region = region_of(shape_type, value, name, size)
+    return TrackedShape(shape_type, points, region)
 
 
 # ---------------------------------------------------------------- reid
@@ -328,7 +215,7 @@ def _reid_boxes(body: Mapping[str, Any], name: str, size: tuple[int, int]) -> li
         label_id = item.get("label_id")
         if label_id is not None and (isinstance(label_id, bool) or not isinstance(label_id, (int, str))):
             raise RequestError(f"{name}[{i}].label_id must be a label id (an integer or a string), "
-                               f"got {_json_type(label_id)}")
+                               f"got {json_type(label_id)}")
         boxes.append(ReidBox(box, label_id))
     return boxes
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from common.core.errors import RequestError
 from common.core.results import Mask, keypoint_in_image
+from common.core.rle import paste, trailing_bbox
 from common.core.settings import polygon_epsilon
 
 
@@ -106,72 +107,13 @@ def to_cvat_mask(mask: np.ndarray) -> list[int] | None:
     return None if found is None else detector_mask(found)
 
 
-def _trailing_bbox(values: Sequence[float], width: int, height: int, what: str) -> tuple[int, int, int, int]:
-    """The inclusive [xtl, ytl, xbr, ybr] that ends a CVAT mask, checked against the image."""
-    if len(values) < 5:
-        raise RequestError(f"a mask needs its {what} followed by [xtl, ytl, xbr, ybr]")
-    xtl, ytl, xbr, ybr = (int(v) for v in values[-4:])
-    if not (0 <= xtl <= xbr < width and 0 <= ytl <= ybr < height):
-        raise RequestError(f"mask bbox {[xtl, ytl, xbr, ybr]} is not inside the {width}x{height} image")
-    return xtl, ytl, xbr, ybr
-
-
-def _paste(region: np.ndarray, bbox: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
-    xtl, ytl, xbr, ybr = bbox
-    full = np.zeros((height, width), dtype=bool)
-    full[ytl:ybr + 1, xtl:xbr + 1] = region.reshape(ybr - ytl + 1, xbr - xtl + 1) != 0
-    return full
-
-
 def from_cvat_mask(values: Sequence[float], width: int, height: int) -> np.ndarray:
     """Inverse of :func:`to_cvat_mask`: a full-size boolean mask. Validates the layout."""
-    xtl, ytl, xbr, ybr = bbox = _trailing_bbox(values, width, height, "pixels")
+    xtl, ytl, xbr, ybr = bbox = trailing_bbox(values, width, height, "pixels")
     needed = (xbr - xtl + 1) * (ybr - ytl + 1)
     if len(values) - 4 != needed:
         raise RequestError(f"mask has {len(values) - 4} pixels, its bbox needs {needed}")
-    return _paste(np.asarray(values[:-4]), bbox, width, height)
-
-
-def rle_encode(flat: np.ndarray) -> list[int]:
-    """CVAT run-length counts over a flat 0/1 sequence: alternating runs starting with zeros."""
-    flat = np.asarray(flat).ravel() != 0
-    if flat.size == 0:
-        return []
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    return [0] + runs if flat[0] else runs
-
-
-def rle_decode(counts: Sequence[int], size: int) -> np.ndarray:
-    """Inverse of :func:`rle_encode` into a flat boolean array of ``size`` values."""
-    counts = np.asarray(counts, dtype=np.float64)  # any size of number, checked before it becomes an int
-    if (counts < 0).any() or (counts > size).any() or (counts != np.floor(counts)).any():
-        raise RequestError(f"RLE counts must be whole numbers from 0 to the mask's {size} pixels")
-    counts = counts.astype(np.int64)
-    if counts.sum() != size:
-        raise RequestError(f"RLE counts sum to {int(counts.sum())}, expected {size}")
-    values = np.zeros(counts.size, dtype=bool)
-    values[1::2] = True
-    return np.repeat(values, counts)
-
-
-def rle_points(mask: Mask) -> list[int]:
-    """Interactor/tracker mask points: RLE of the box's pixels followed by [xtl, ytl, xbr, ybr] inclusive."""
-    return rle_encode(mask.pixels) + list(mask.bbox)
-
-
-def to_cvat_rle(mask: np.ndarray) -> list[int] | None:
-    """:func:`rle_points` of an image-sized mask; None when it is empty."""
-    found = Mask.from_full(mask)
-    return None if found is None else rle_points(found)
-
-
-def from_cvat_rle(values: Sequence[float], width: int, height: int) -> np.ndarray:
-    """Inverse of :func:`to_cvat_rle`: a full-size boolean mask."""
-    xtl, ytl, xbr, ybr = bbox = _trailing_bbox(values, width, height, "RLE counts")
-    region = rle_decode(values[:-4], (xbr - xtl + 1) * (ybr - ytl + 1))
-    return _paste(region, bbox, width, height)
+    return paste(np.asarray(values[:-4]), bbox, width, height)
 
 
 def mask_to_polygon(mask: np.ndarray, epsilon: float | None = None) -> np.ndarray | None:

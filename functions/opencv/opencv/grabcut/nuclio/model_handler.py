@@ -17,7 +17,8 @@ from common.core.errors import RequestError
 from common.core.image import Image, scaled_size
 from common.core.results import Region
 from common.core.settings import Settings, setting
-from common.models.base import Interactor, Prompt
+from common.core.prompts import Prompt
+from common.models.base import Interactor
 
 
 @dataclass(frozen=True)

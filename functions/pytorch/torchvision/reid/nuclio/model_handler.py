@@ -17,7 +17,7 @@ import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
 from common.core.settings import Settings, setting
-from common.models.base import ReidBox
+from common.core.prompts import ReidBox
 from common.models.reid import Reidentifier
 from common.models.torchvision import official_weights
 from common.runtime import weights
