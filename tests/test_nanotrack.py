@@ -13,7 +13,7 @@ import pytest
 
 from common.core.image import Image
 from common.core.results import Region
-from common.doors.cvat.replies import tracker_points
+from common.core.rle import region_points as tracker_points
 from tests.conftest import ROOT, box_iou, function_url, http, running
 from tests.redis_server import RedisServer
 from tests.segmenters import door_of

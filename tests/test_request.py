@@ -34,7 +34,7 @@ def error_of(parser, body) -> str:
 
 def test_detector_defaults_and_threshold():
     request = parse_detector({"image": IMAGE})
-    assert request.threshold == 0.5 and request.image.size == (100, 80)
+    assert request.threshold is None and request.image.size == (100, 80)  # None: the model applies its default
     assert parse_detector({"image": IMAGE, "threshold": 0.25}).threshold == 0.25
     assert parse_detector({"image": IMAGE, "threshold": 1}).threshold == 1.0
 

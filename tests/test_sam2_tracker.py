@@ -17,7 +17,7 @@ import PIL.Image
 from common.core.errors import RequestError
 from common.core.image import Image
 from common.core.results import Region
-from common.doors.cvat.replies import tracker_points
+from common.core.rle import region_points as tracker_points
 from common.doors.cvat.request import tracked_shape
 from common.core.rle import from_cvat_rle, to_cvat_rle
 from common.runtime.state_store import StateGone

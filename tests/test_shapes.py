@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common.core.results import Mask, Region
+from common.core.labels import Label
+from common.core.results import Mask, Region, Shape
 from common.core import rle
 from common.doors.cvat import replies, shapes
 from common.core.errors import RequestError
@@ -115,7 +116,8 @@ def test_builders_are_json_ready_and_typed():
         shapes.polyline("lane", [0, 0, 5, 5]),
         shapes.points("corner", [1, 1]),
         shapes.tag("daytime", 0.7, {"sunny": True}),
-        replies.mask_shape("person", Mask.from_full(mask), 0.5, {"age": 37}),
+        replies.mask_shape(Shape(0, Label("person"), "mask", 0.5, {"age": 37}, (4, 5, 12, 15),
+                                 mask=Mask.from_full(mask))),
         shapes.skeleton("face", [shapes.keypoint("eye", [3, 4]), shapes.keypoint("nose", (5, 6), outside=True)]),
     ]
     text = json.dumps(items)  # would fail on NumPy scalars

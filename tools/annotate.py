@@ -100,7 +100,7 @@ class LocalDetector:
         from common.core.image import Image
 
         image = Image.from_bytes(data, name)
-        return image, self.model.detect(image, self.threshold)
+        return image, self.model.run(image, self.threshold)
 
 
 class ServedDetector:

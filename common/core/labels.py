@@ -13,6 +13,13 @@ from pathlib import Path
 import yaml
 
 
+def attribute_text(value: object) -> str:
+    """An attribute value as annotation tools store it: a string; booleans as "true"/"false"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Attribute:
     name: str

@@ -174,6 +174,22 @@ class Detections:
             return "polygon"
         return "box"
 
+    def shapes(self, labels: "Labels", width: int, height: int) -> list["Shape"]:
+        """The detections whose class id is a label of the spec, in order, each as one typed :class:`Shape`:
+        what every door walks, mapping each ``geometry`` to its own builder."""
+        out = []
+        for i, label in self.labelled(labels):
+            geometry = self.geometry(i, label)
+            out.append(Shape(
+                index=i, label=label, geometry=geometry, score=float(self.score[i]),
+                attributes=dict(self.attributes[i]) if self.attributes is not None and self.attributes[i] else {},
+                box=tuple(float(v) for v in self.xyxy[i]),
+                polygon=np.asarray(self.polygons[i], np.float64).reshape(-1, 2) if geometry == "polygon" else None,
+                mask=self.masks[i] if geometry == "mask" else None,
+                keypoints=self.keypoints_in_image(i, width, height) if geometry == "skeleton" else None,
+            ))
+        return out
+
     def keypoints_in_image(self, i: int, width: int, height: int) -> list[tuple[float, float, bool]]:
         """Detection ``i``'s keypoints clamped into the image, each with whether it is outside (off the image or
         not visible)."""
@@ -201,6 +217,24 @@ class Detections:
         )
         keep = np.asarray(keep, dtype=np.int64).reshape(-1)
         return self[keep[np.argsort(-self.score[keep], kind="stable")]]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One detection as doors write it (:meth:`Detections.shapes`): its spec ``label``, its ``geometry``
+    (``skeleton``, ``mask``, ``polygon`` or ``box``), score and attributes, its ``box`` (xtl, ytl, xbr, ybr
+    floats) and the geometry itself: ``polygon`` ((N, 2) floats), ``mask`` or ``keypoints`` (one
+    ``(x, y, outside)`` per sublabel of the skeleton, clamped into the image)."""
+
+    index: int
+    label: "Label"
+    geometry: str
+    score: float
+    attributes: dict[str, Any]
+    box: tuple[float, float, float, float]
+    polygon: np.ndarray | None = None
+    mask: Mask | None = None
+    keypoints: list[tuple[float, float, bool]] | None = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from common.core.errors import RequestError
-from common.core.results import Mask
+from common.core.results import Mask, Region
 
 
 def rle_encode(flat: np.ndarray) -> list[int]:
@@ -41,6 +41,15 @@ def rle_decode(counts: Sequence[int], size: int) -> np.ndarray:
 def rle_points(mask: Mask) -> list[int]:
     """Interactor/tracker mask points: RLE of the box's pixels followed by [xtl, ytl, xbr, ybr] inclusive."""
     return rle_encode(mask.pixels) + list(mask.bbox)
+
+
+def region_points(region: Region) -> list:
+    """A tracked or segmented region as the points of CVAT's shape of its type (both CVAT doors answer so):
+    a box's corners or a polygon's vertices rounded to 2 decimals, a mask's :func:`rle_points`."""
+    if region.type == "mask":
+        return rle_points(region.mask)
+    values = region.box if region.type == "rectangle" else region.polygon.ravel()
+    return [round(float(v), 2) for v in values]
 
 
 def to_cvat_rle(mask: np.ndarray) -> list[int] | None:

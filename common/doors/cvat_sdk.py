@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 import PIL.Image
 from cvat_sdk import auto_annotation as cvataa
 from cvat_sdk import models
@@ -31,12 +30,10 @@ from cvat_sdk import models
 from common.core import vocabulary
 from common.core.errors import RequestError
 from common.core.image import Image
-from common.core.labels import Attribute, Label
-from common.core.results import Detections
+from common.core.labels import Attribute, Label, attribute_text
+from common.core.results import Shape
 from common.core.settings import polygon_epsilon
-from common.doors.cvat.replies import tracker_points
-from common.doors.cvat.shapes import attribute_value
-from common.core.rle import rle_points
+from common.core.rle import region_points, rle_points
 from common.core.prompts import Prompt, clip_box, points_array, region_of
 from common.models.base import Detector, Interactor, Model
 from common.models.folder import find_folder, load_model
@@ -70,36 +67,37 @@ class DetectionFunction:
     def detect(self, context: cvataa.DetectionFunctionContext,
                image: PIL.Image.Image) -> list[models.LabeledShapeRequest]:
         picture = Image.from_pil(image)
-        threshold = self.model.default_threshold if context.conf_threshold is None else context.conf_threshold
-        found = self.model.detect(picture, threshold)
-        shapes = [self.shape(found, i, label, picture.size, context.conv_mask_to_poly)
-                  for i, label in found.labelled(self.model.labels)]
+        found = self.model.run(picture, context.conf_threshold)
+        shapes = [self.shape(shape, context.conv_mask_to_poly) for shape in found.shapes(self.model.labels, *picture.size)]
         return [shape for shape in shapes if shape is not None]
 
-    def shape(self, found: Detections, i: int, label: Label, size: tuple[int, int],
-              mask_to_polygon: bool) -> models.LabeledShapeRequest | None:
-        """Detection ``i`` as the SDK's shape of its label's type, with the spec's ids."""
-        label_id = self.model.labels.id_of(label)
+    def shape(self, shape: Shape, mask_to_polygon: bool) -> models.LabeledShapeRequest | None:
+        """A detection as the SDK's shape of its label's type, with the spec's ids."""
+        label_id = self.model.labels.id_of(shape.label)
+        ids = {a.name: n for n, a in enumerate(shape.label.attributes)}
         extra: dict[str, Any] = {}
-        if found.attributes is not None and found.attributes[i]:
-            ids = {a.name: n for n, a in enumerate(label.attributes)}
-            extra["attributes"] = [models.AttributeValRequest(spec_id=ids[name], value=attribute_value(value))
-                                   for name, value in found.attributes[i].items() if name in ids]
-        geometry = found.geometry(i, label)
-        if geometry == "skeleton":
-            elements = [cvataa.keypoint(n if sublabel.id is None else sublabel.id, [x, y], outside=outside)
-                        for n, (sublabel, (x, y, outside))
-                        in enumerate(zip(label.sublabels, found.keypoints_in_image(i, *size)))]
-            return cvataa.skeleton(label_id, elements, **extra)
-        if geometry == "mask":
-            mask = found.masks[i]
-            if not mask_to_polygon:
-                return cvataa.mask(label_id, rle_points(mask), **extra)
-            polygon = mask.polygon(polygon_epsilon())
+        if shape.attributes:
+            extra["attributes"] = [models.AttributeValRequest(spec_id=ids[name], value=attribute_text(value))
+                                   for name, value in shape.attributes.items() if name in ids]
+        if shape.geometry == "mask" and mask_to_polygon:
+            polygon = shape.mask.polygon(polygon_epsilon())
             return None if polygon is None else cvataa.polygon(label_id, polygon.ravel().tolist(), **extra)
-        if geometry == "polygon":
-            return cvataa.polygon(label_id, np.asarray(found.polygons[i]).ravel().tolist(), **extra)
-        return cvataa.rectangle(label_id, found.xyxy[i].tolist(), **extra)
+        return SDK_SHAPES[shape.geometry](label_id, shape, extra)
+
+
+def _skeleton(label_id: int, shape: Shape, extra: dict) -> models.LabeledShapeRequest:
+    elements = [cvataa.keypoint(n if sublabel.id is None else sublabel.id, [x, y], outside=outside)
+                for n, (sublabel, (x, y, outside)) in enumerate(zip(shape.label.sublabels, shape.keypoints))]
+    return cvataa.skeleton(label_id, elements, **extra)
+
+
+# each geometry as the SDK's shape (masks as polygons when the caller asks for them: DetectionFunction.shape)
+SDK_SHAPES = {
+    "skeleton": _skeleton,
+    "mask": lambda label_id, s, extra: cvataa.mask(label_id, rle_points(s.mask), **extra),
+    "polygon": lambda label_id, s, extra: cvataa.polygon(label_id, s.polygon.ravel().tolist(), **extra),
+    "box": lambda label_id, s, extra: cvataa.rectangle(label_id, list(s.box), **extra),
+}
 
 
 # ---------------------------------------------------------------- interactors
@@ -121,6 +119,7 @@ class InteractionFunction:
 
     def preprocess_image(self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image) -> Image:
         picture = Image.from_pil(image)
+        self.model.admit(picture)
         self.model.prepare(picture)
         return picture
 
@@ -159,7 +158,9 @@ class TrackingFunction:
         self.spec = cvataa.TrackingFunctionSpec(supported_shape_types=model.supported_shape_types)
 
     def preprocess_image(self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image) -> Image:
-        return Image.from_pil(image)
+        picture = Image.from_pil(image)
+        self.model.admit(picture)
+        return picture
 
     def init_tracking_state(self, context: cvataa.TrackingFunctionShapeContext, pp_image: Image,
                             shape: cvataa.TrackableShape) -> TrackingState:
@@ -169,7 +170,7 @@ class TrackingFunction:
     def track(self, context: cvataa.TrackingFunctionShapeContext, pp_image: Image,
               state: TrackingState) -> cvataa.TrackableShape | None:
         region, state.token = self.model.step(pp_image, state.token, "tracking state")
-        return cvataa.TrackableShape(type=region.type, points=tracker_points(region))
+        return cvataa.TrackableShape(type=region.type, points=region_points(region))
 
 
 FUNCTIONS = {"detector": DetectionFunction, "interactor": InteractionFunction, "tracker": TrackingFunction}

@@ -36,7 +36,7 @@ if _ROOT not in sys.path:
 from common.core.errors import RequestError
 from common.core.image import Image
 from common.core.labels import Labels, read_config
-from common.core.results import Detections
+from common.core.results import Detections, Shape
 from common.models.base import Detector
 from common.models.folder import find_folder, load_model
 
@@ -81,31 +81,38 @@ def _value(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _points(shape: Shape, attributes: dict | None) -> list:
+    """A skeleton as one ``dl.Point`` per keypoint seen (Dataloop's points have no visibility flag)."""
+    return [dl.Point(x, y, shape.label.name, attributes=attributes, description=sublabel.name)
+            for sublabel, (x, y, outside) in zip(shape.label.sublabels, shape.keypoints) if not outside]
+
+
+def _box(shape: Shape, attributes: dict | None) -> list:
+    x1, y1, x2, y2 = shape.box
+    return [dl.Box(left=x1, top=y1, right=x2, bottom=y2, label=shape.label.name, attributes=attributes)]
+
+
+def builders(width: int, height: int) -> dict:
+    """Each geometry as Dataloop's annotation definitions."""
+    return {
+        "skeleton": _points,
+        "mask": lambda s, a: [dl.Segmentation(geo=s.mask.full(width, height), label=s.label.name, attributes=a)],
+        "polygon": lambda s, a: [dl.Polygon(geo=s.polygon, label=s.label.name, attributes=a)],
+        "box": _box,
+    }
+
+
 def collection(detections: Detections, labels: Labels, width: int, height: int,
                model_name: str) -> dl.AnnotationCollection:
-    """Dataloop annotations of the detections whose label is in the spec, in the detections' order."""
-    out = dl.AnnotationCollection()
-    for i, label in detections.labelled(labels):
-        info = {"name": model_name, "confidence": min(max(float(detections.score[i]), 0.0), 1.0)}
-        attributes = {name: _value(value) for name, value in
-                      (detections.attributes[i] if detections.attributes is not None else {}).items()} or None
-        geometry = detections.geometry(i, label)
-        if geometry == "skeleton":
-            for sublabel, (x, y, outside) in zip(label.sublabels, detections.keypoints_in_image(i, width, height)):
-                if not outside:  # Dataloop's points have no visibility flag: a point not seen is left out
-                    out.add(dl.Point(x, y, label.name, attributes=attributes, description=sublabel.name),
-                            object_id=i + 1, model_info=info)
-            continue
-        if geometry == "mask":
-            shape = dl.Segmentation(geo=detections.masks[i].full(width, height), label=label.name,
-                                    attributes=attributes)
-        elif geometry == "polygon":
-            shape = dl.Polygon(geo=np.asarray(detections.polygons[i], np.float64), label=label.name,
-                               attributes=attributes)
-        else:
-            x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])
-            shape = dl.Box(left=x1, top=y1, right=x2, bottom=y2, label=label.name, attributes=attributes)
-        out.add(shape, model_info=info)
+    """Dataloop annotations of the detections whose label is in the spec, in the detections' order (a
+    skeleton's points share one ``object_id``)."""
+    out, build = dl.AnnotationCollection(), builders(width, height)
+    for shape in detections.shapes(labels, width, height):
+        info = {"name": model_name, "confidence": min(max(shape.score, 0.0), 1.0)}
+        attributes = {name: _value(value) for name, value in shape.attributes.items()} or None
+        extra = {"object_id": shape.index + 1} if shape.geometry == "skeleton" else {}
+        for definition in build[shape.geometry](shape, attributes):
+            out.add(definition, model_info=info, **extra)
     return out
 
 
@@ -127,7 +134,8 @@ class Adapter(dl.BaseModelAdapter):
     def model_name(self) -> str:
         return self._model_entity.name if self._model_entity is not None else self.detector.name
 
-    def threshold(self) -> float:
+    def threshold(self) -> float | None:
+        """The configuration's threshold; None: the model's default."""
         configuration = self.configuration
         for key in THRESHOLD_KEYS:
             value = configuration[key] if key in configuration else None  # .get() would write the key back
@@ -136,7 +144,7 @@ class Adapter(dl.BaseModelAdapter):
                     return float(value)
                 except (TypeError, ValueError):
                     raise ValueError(f"configuration {key}={value!r} is not a number") from None
-        return self.detector.default_threshold
+        return None
 
     def prepare_item_func(self, item: dl.Item) -> Any:
         """An image item decoded by our decoder (RGB, EXIF-oriented), None when it cannot be read."""
@@ -157,11 +165,11 @@ class Adapter(dl.BaseModelAdapter):
         threshold = self.threshold()
         return [self.annotate(image_of(element, f"batch item {n}"), threshold) for n, element in enumerate(batch)]
 
-    def annotate(self, image: Image | None, threshold: float) -> dl.AnnotationCollection:
+    def annotate(self, image: Image | None, threshold: float | None) -> dl.AnnotationCollection:
         if image is None:
             return dl.AnnotationCollection()
         try:
-            found = self.detector.detect(image, threshold)
+            found = self.detector.run(image, threshold)
         except RequestError as exc:  # not readable after all, or over the image limits
             log.error("%s: it gets no annotations", exc)
             return dl.AnnotationCollection()

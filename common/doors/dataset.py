@@ -16,7 +16,7 @@ import datumaro as dm
 import numpy as np
 
 from common.core.labels import Labels
-from common.core.results import Detections, Mask
+from common.core.results import Detections, Mask, Shape
 from common.core.rle import rle_decode, rle_encode
 
 Visibility = dm.Points.Visibility
@@ -39,34 +39,35 @@ def categories(labels: Labels) -> dict:
     return found
 
 
+def _points(shape: Shape, index: int, attributes: dict, width: int, height: int) -> dm.Points:
+    xy = [v for x, y, _ in shape.keypoints for v in (x, y)]
+    visibility = [Visibility.absent if outside else Visibility.visible for _, _, outside in shape.keypoints]
+    return dm.Points(xy, visibility, label=index, attributes=attributes, group=shape.index + 1)
+
+
+def _bbox(shape: Shape, index: int, attributes: dict, width: int, height: int) -> dm.Bbox:
+    x1, y1, x2, y2 = shape.box
+    return dm.Bbox(x1, y1, x2 - x1, y2 - y1, label=index, attributes=attributes, group=shape.index + 1)
+
+
+# each geometry as Datumaro's annotation
+BUILDERS = {
+    "skeleton": _points,
+    "mask": lambda s, index, a, w, h: dm.Mask(lambda mask=s.mask: mask.full(w, h), label=index, attributes=a,
+                                              group=s.index + 1),
+    "polygon": lambda s, index, a, w, h: dm.Polygon(s.polygon.ravel().tolist(), label=index, attributes=a,
+                                                    group=s.index + 1),
+    "box": _bbox,
+}
+
+
 def annotations(detections: Detections, labels: Labels, width: int, height: int) -> tuple[list, int]:
     """Datumaro annotations of the detections whose label is in the spec, and how many were not."""
-    found = []
     positions = {label.name: index for index, label in enumerate(labels)}
-    labelled = detections.labelled(labels)
-    for i, label in labelled:
-        index = positions[label.name]
-        attributes: dict[str, Any] = {SCORE: float(detections.score[i])}
-        if detections.attributes is not None:
-            attributes.update(detections.attributes[i])
-        geometry = detections.geometry(i, label)
-        if geometry == "skeleton":
-            xy, visibility = [], []
-            for x, y, outside in detections.keypoints_in_image(i, width, height):
-                xy += [x, y]
-                visibility.append(Visibility.absent if outside else Visibility.visible)
-            found.append(dm.Points(xy, visibility, label=index, attributes=attributes, group=i + 1))
-        elif geometry == "mask":
-            mask = detections.masks[i]
-            found.append(dm.Mask(lambda mask=mask: mask.full(width, height), label=index, attributes=attributes,
-                                 group=i + 1))
-        elif geometry == "polygon":
-            points = np.asarray(detections.polygons[i], np.float64).ravel().tolist()
-            found.append(dm.Polygon(points, label=index, attributes=attributes, group=i + 1))
-        else:
-            x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])
-            found.append(dm.Bbox(x1, y1, x2 - x1, y2 - y1, label=index, attributes=attributes, group=i + 1))
-    return found, len(detections) - len(labelled)
+    shapes = detections.shapes(labels, width, height)
+    found = [BUILDERS[shape.geometry](shape, positions[shape.label.name],
+                                      {SCORE: shape.score, **shape.attributes}, width, height) for shape in shapes]
+    return found, len(detections) - len(shapes)
 
 
 def to_json(detections: Detections) -> dict:

@@ -26,8 +26,8 @@ from typing import Any, Mapping
 
 from common.core.errors import FunctionError, RequestError
 from common.core.image import Image
-from common.core.labels import Label, Labels
-from common.core.results import Detections
+from common.core.labels import Labels
+from common.core.results import Detections, Shape
 from common.core.settings import Settings, polygon_epsilon, setting
 from common.models.base import Detector
 
@@ -66,39 +66,41 @@ def failed(message: str) -> dict:
     return {"status": "failed", "results": [], "error": message}
 
 
-def _result(label: Label, score: float, geometry: dict, extras: dict) -> dict:
-    return {"name": label.name, "label": label.name, "confidence": min(max(score, 0.0), 1.0), **geometry, **extras}
-
-
 def _path(points) -> dict:
     return {"polygon": {"path": [{"x": float(x), "y": float(y)} for x, y in points]}}
+
+
+def _box(shape: Shape) -> dict:
+    x1, y1, x2, y2 = shape.box
+    return {"bounding_box": {"x": x1, "y": y1, "w": x2 - x1, "h": y2 - y1}}
+
+
+def _skeleton(shape: Shape) -> dict:
+    return {"skeleton": {"nodes": [{"name": sublabel.name, "x": x, "y": y, "occluded": outside}
+                                   for sublabel, (x, y, outside) in zip(shape.label.sublabels, shape.keypoints)]}}
+
+
+# each geometry as V7's geometries: a mask as one polygon per outer contour (V7 has no masks)
+GEOMETRIES = {
+    "skeleton": lambda s: [_skeleton(s)],
+    "mask": lambda s: [_path(polygon) for polygon in s.mask.polygons(polygon_epsilon())],
+    "polygon": lambda s: [_path(s.polygon)],
+    "box": lambda s: [_box(s)],
+}
 
 
 def results(detections: Detections, labels: Labels, width: int, height: int) -> list[dict]:
     """V7 results of the detections whose label is in the spec, in the detections' order."""
     found = []
-    for i, label in detections.labelled(labels):
-        score = float(detections.score[i])
+    for shape in detections.shapes(labels, width, height):
         extras: dict[str, Any] = {}
-        for name, value in (detections.attributes[i] if detections.attributes is not None else {}).items():
+        for name, value in shape.attributes.items():
             if name == "text":
                 extras["text"] = {"text": str(value)}
             else:
                 extras.setdefault("attributes", []).append(str(value))
-        geometry = detections.geometry(i, label)
-        if geometry == "skeleton":
-            nodes = [{"name": sublabel.name, "x": x, "y": y, "occluded": outside} for sublabel, (x, y, outside)
-                     in zip(label.sublabels, detections.keypoints_in_image(i, width, height))]
-            found.append(_result(label, score, {"skeleton": {"nodes": nodes}}, extras))
-        elif geometry == "mask":
-            for polygon in detections.masks[i].polygons(polygon_epsilon()):  # V7 has no masks
-                found.append(_result(label, score, _path(polygon), extras))
-        elif geometry == "polygon":
-            found.append(_result(label, score, _path(detections.polygons[i]), extras))
-        else:
-            x1, y1, x2, y2 = (float(v) for v in detections.xyxy[i])
-            found.append(_result(label, score, {"bounding_box": {"x": x1, "y": y1, "w": x2 - x1, "h": y2 - y1}},
-                                 extras))
+        common = {"name": shape.label.name, "label": shape.label.name, "confidence": min(max(shape.score, 0.0), 1.0)}
+        found += [{**common, **geometry, **extras} for geometry in GEOMETRIES[shape.geometry](shape)]
     return found
 
 
@@ -168,7 +170,7 @@ class V7Door:
                         if isinstance(t, dict) and t.get("kind") == "http"), {})
         limit = int((trigger.get("attributes") or {}).get("maxRequestBodySize") or DEFAULT_BODY_LIMIT)
         self.fetch = Fetcher(self.settings, limit)
-        self.threshold = self.settings.threshold if self.settings.threshold >= 0 else model.default_threshold
+        self.threshold = self.settings.threshold if self.settings.threshold >= 0 else None  # None: the model's
 
     def authorize(self, headers: Mapping[str, str]) -> None:
         """401 unless the request carries the configured basic auth or secret header (none configured: open)."""
@@ -193,8 +195,7 @@ class V7Door:
 
     def infer(self, body: object) -> dict:
         picture = self.image(body)
-        picture.require_memory(self.model.work_bytes_per_pixel, self.model.max_aspect)
-        found = self.model.detect(picture, self.threshold)
+        found = self.model.run(picture, self.threshold)
         return {"status": "succeeded", "results": results(found, self.model.labels, *picture.size)}
 
     def classes(self) -> list[dict]:

@@ -76,6 +76,12 @@ class Model:
     def labels(self) -> Labels:
         return Labels.from_spec(spec_of(self.config))
 
+    def admit(self, *images: Image) -> None:
+        """Refuse (413) images whose decoding plus this model's work on them would take more than
+        ``IMAGE_MAX_MEMORY_MB``, from their headers alone: every door calls it before the model runs."""
+        for image in images:
+            image.require_memory(self.work_bytes_per_pixel, self.max_aspect)
+
     def warn(self, message: str) -> None:
         """A warning in the function's log (Nuclio's logger when running under it)."""
         if self._log is not None:
@@ -90,6 +96,15 @@ class Detector(Model):
 
     kind: ClassVar[str] = "detector"
     default_threshold: ClassVar[float] = 0.5  # when a request names none
+
+    def run(self, image: Image, threshold: float | None = None, labels: Sequence[str] | None = None) -> Detections:
+        """What every door calls: the memory guard, the model's default threshold when the request names none,
+        and, when ``labels`` are given, only those spec labels (:meth:`detect_labels`)."""
+        self.admit(image)
+        threshold = self.default_threshold if threshold is None else threshold
+        if labels is None:
+            return self.detect(image, threshold)
+        return self.detect_labels(image, threshold, labels)
 
     def detect(self, image: Image, threshold: float) -> Detections:
         raise NotImplementedError

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from common.core.errors import RequestError
 from common.core.image import Image
+from common.core.rle import region_points
 from common.core.settings import env_bool
 from common.doors.cvat import replies
 from common.doors.cvat.request import (DetectorRequest, InteractorRequest, ReidRequest, TrackerRequest, parse_detector,
@@ -49,12 +50,9 @@ class Door:
         raise NotImplementedError
 
     def check_memory(self, request: Any) -> None:
-        """Refuse a request whose images would cost more than ``IMAGE_MAX_MEMORY_MB`` to decode and work on
-        (header facts only, before any pixel is decoded)."""
-        for item in dataclasses.fields(request):
-            value = getattr(request, item.name)
-            if isinstance(value, Image):
-                value.require_memory(self.model.work_bytes_per_pixel, self.model.max_aspect)
+        """The model's memory guard (:meth:`~common.models.base.Model.admit`) over the request's images."""
+        self.model.admit(*(value for value in (getattr(request, f.name) for f in dataclasses.fields(request))
+                           if isinstance(value, Image)))
 
     def __call__(self, body: object) -> Reply:
         request = self.parse(body)
@@ -67,13 +65,10 @@ class DetectorDoor(Door):
     model: Detector
 
     def parse(self, body: object) -> DetectorRequest:
-        return parse_detector(body, self.model.default_threshold)
+        return parse_detector(body)
 
     def answer(self, request: DetectorRequest) -> Reply:
-        if request.labels is None:
-            detections = self.model.detect(request.image, request.threshold)
-        else:
-            detections = self.model.detect_labels(request.image, request.threshold, request.labels)
+        detections = self.model.run(request.image, request.threshold, request.labels)
         return Reply(replies.detector_reply(detections, self.model.labels, *request.image.size))
 
 
@@ -135,7 +130,7 @@ class TrackerDoor(Door):
             stepped = self.model.step_many(request.image, [token for _, token, _ in continuing],
                                            [f"states[{i}]" for i, _, _ in continuing])
             for (i, _, legacy), (region, token) in zip(continuing, stepped):
-                answers[i] = (region.type, replies.tracker_points(region), token, legacy)
+                answers[i] = (region.type, region_points(region), token, legacy)
         shapes, states = [], []
         for i in range(len(request.shapes)):
             shape_type, points, token, legacy = answers[i]

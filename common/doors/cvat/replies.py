@@ -15,8 +15,8 @@ import numpy as np
 from common.core.errors import RequestError
 from common.core.image import max_memory
 from common.core import rle
-from common.core.labels import Label, Labels
-from common.core.results import Detections, Mask, Region
+from common.core.labels import Labels
+from common.core.results import Detections, Region, Shape
 from common.core.settings import polygon_epsilon
 from common.doors.cvat import shapes
 
@@ -24,37 +24,35 @@ from common.doors.cvat import shapes
 FULL_MASK_BYTES_PER_PIXEL = 12
 
 
-def detection_shape(detections: Detections, i: int, label: Label, width: int, height: int) -> dict:
-    """Detection ``i`` as the shape its label declares: a skeleton from its keypoints, a mask (with its polygon
-    in ``points``), a polygon, or else a rectangle."""
-    score = float(detections.score[i])
-    attributes = detections.attributes[i] if detections.attributes is not None else None
-    geometry = detections.geometry(i, label)
-    if geometry == "skeleton":
-        elements = [shapes.keypoint(sublabel.name, (x, y), outside=outside) for sublabel, (x, y, outside)
-                    in zip(label.sublabels, detections.keypoints_in_image(i, width, height))]
-        return shapes.skeleton(label.name, elements, score, attributes)
-    if geometry == "mask":
-        return mask_shape(label.name, detections.masks[i], score, attributes)
-    if geometry == "polygon":
-        return shapes.polygon(label.name, detections.polygons[i], score, attributes)
-    return shapes.rectangle(label.name, detections.xyxy[i], score, attributes)
+def skeleton_shape(shape: Shape) -> dict:
+    elements = [shapes.keypoint(sublabel.name, (x, y), outside=outside)
+                for sublabel, (x, y, outside) in zip(shape.label.sublabels, shape.keypoints)]
+    return shapes.skeleton(shape.label.name, elements, shape.score, shape.attributes)
 
 
-def mask_shape(label: str, mask: Mask, score: float, attributes: dict | None) -> dict:
+def mask_shape(shape: Shape) -> dict:
     """A detector's ``mask`` shape: the box's pixels (0/255) and its inclusive box; ``points`` hold its polygon
     so that CVAT's "convert masks to polygons" works."""
-    shape = {"label": label, "type": "mask", "mask": shapes.detector_mask(mask),
-             **shapes.confidence_field(score), **shapes.attributes_field(attributes)}
-    polygon = mask.polygon(polygon_epsilon())
+    out = {"label": shape.label.name, "type": "mask", "mask": shapes.detector_mask(shape.mask),
+           **shapes.confidence_field(shape.score), **shapes.attributes_field(shape.attributes)}
+    polygon = shape.mask.polygon(polygon_epsilon())
     if polygon is not None:
-        shape["points"] = shapes.coords(polygon.ravel())
-    return shape
+        out["points"] = shapes.coords(polygon.ravel())
+    return out
+
+
+# each geometry as the shape its label declares
+BUILDERS = {
+    "skeleton": skeleton_shape,
+    "mask": mask_shape,
+    "polygon": lambda s: shapes.polygon(s.label.name, s.polygon, s.score, s.attributes),
+    "box": lambda s: shapes.rectangle(s.label.name, s.box, s.score, s.attributes),
+}
 
 
 def detector_reply(detections: Detections, labels: Labels, width: int, height: int) -> list[dict]:
     """One shape per detection whose class id is a label of the spec, in the detections' order."""
-    return [detection_shape(detections, i, label, width, height) for i, label in detections.labelled(labels)]
+    return [BUILDERS[shape.geometry](shape) for shape in detections.shapes(labels, width, height)]
 
 
 def interactor_reply(region: Region | None, size: tuple[int, int], full_mask: bool) -> dict:
@@ -83,11 +81,3 @@ def blob_reply(embedding: np.ndarray) -> dict:
     data = np.ascontiguousarray(embedding.astype("<f4", copy=False)).tobytes()
     return {"blob": base64.b64encode(data).decode("ascii")}
 
-
-def tracker_points(region: Region) -> list:
-    """A tracked region as the points of its CVAT shape."""
-    if region.type == "rectangle":
-        return shapes.coords(region.box)
-    if region.type == "polygon":
-        return shapes.coords(region.polygon.ravel())
-    return rle.rle_points(region.mask)

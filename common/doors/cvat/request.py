@@ -58,7 +58,7 @@ def points_list(body: Mapping[str, Any], name: str, size: tuple[int, int], requi
 @dataclass
 class DetectorRequest:
     image: Image
-    threshold: float
+    threshold: float | None  # None: the model's default
     labels: tuple[str, ...] | None = None  # only these spec labels (our extension; CVAT sends none)
 
 
@@ -73,7 +73,7 @@ def label_names(body: Mapping[str, Any], name: str = "labels") -> tuple[str, ...
     return tuple(value)
 
 
-def parse_detector(body: object, default_threshold: float = 0.5) -> DetectorRequest:
+def parse_detector(body: object, default_threshold: float | None = None) -> DetectorRequest:
     """``{"image": b64, "threshold"?: 0..1, "labels"?: [name, ...]}``. CVAT never sends a threshold of 0 (it
     drops falsy values) nor labels."""
     body = require_object(body)

@@ -12,6 +12,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from common.core.errors import RequestError
+from common.core.labels import attribute_text
 from common.core.results import Mask, keypoint_in_image
 from common.core.rle import paste, trailing_bbox
 from common.core.settings import polygon_epsilon
@@ -25,17 +26,10 @@ def confidence_field(score: float | None) -> dict:
     return {} if score is None else {"confidence": f"{float(score):.4f}"}
 
 
-def attribute_value(value: object) -> str:
-    """CVAT attribute values are strings; booleans become "true"/"false"."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def attributes_field(attributes: Mapping[str, object] | None) -> dict:
     if not attributes:
         return {}
-    return {"attributes": [{"name": k, "value": attribute_value(v)} for k, v in attributes.items()]}
+    return {"attributes": [{"name": k, "value": attribute_text(v)} for k, v in attributes.items()]}
 
 
 def _shape(shape_type: str, label: str, points: list, confidence, attributes) -> dict:
