@@ -4,6 +4,7 @@ through the CVAT door passes the protocol checks of ../shared/docs/cvat-protocol
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 from pathlib import Path
@@ -144,3 +145,43 @@ def test_a_new_door_is_a_small_converter_from_our_results(models_dir, data_dir):
     for ours, theirs in zip(toy, cvat):
         assert ours["class"] == theirs["label"] and f"{ours['score']:.4f}" == theirs["confidence"]
         assert [round(v, 2) for v in ours["xyxy"]] == theirs["points"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The absolute imports of a Python file (``from a.b import c`` gives ``a.b`` and ``a.b.c``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+LAYERS = {"core": {"core"}, "runtime": {"core", "runtime"}, "models": {"core", "runtime", "models"}}
+
+
+def door_of_module(module: str) -> str | None:
+    """The door a ``common.doors`` module belongs to (``cvat`` for the package's modules), else None."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["common", "doors"] else None
+
+
+def test_layers_import_only_downwards_and_doors_only_themselves():
+    """core < runtime < models < doors; model code (functions' folders included) imports no door; a door
+    imports no other door's modules, except the Nuclio entry, which routes to CVAT's door and V7's."""
+    problems = []
+    model_code = [p for p in sorted((ROOT / "functions").rglob("*.py")) if p.name != "main.py"]  # main: the entry
+    for path in sorted((ROOT / "common").rglob("*.py")) + model_code:
+        where = path.relative_to(ROOT).as_posix()
+        imported = {m for m in imported_modules(path) if m.startswith("common.")}
+        layer = where.split("/")[1] if where.startswith("common/") else "models"
+        if layer in LAYERS:
+            problems += [f"{where} imports {m}" for m in imported if m.split(".")[1] not in LAYERS[layer]]
+        elif layer == "doors":
+            own = door_of_module(where.removesuffix(".py").replace("/", "."))
+            allowed = {own, "cvat", "v7"} if own == "nuclio" else {own}
+            problems += [f"{where} imports {m}" for m in imported
+                         if door_of_module(m) is not None and door_of_module(m) not in allowed]
+    assert not problems, problems

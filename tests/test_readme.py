@@ -91,6 +91,26 @@ def test_which_variables_are_made_absolute(tmp_path):
     }
 
 
+def prefixed_names(path) -> set[str]:
+    """Variable names a file builds from a module constant, ``PREFIX + "HOST"``, where ``PREFIX`` is
+    ``"CVAT_FUNCTIONS_REDIS_"`` (upper-case results only)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    constants = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                 and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                 for target in node.targets if isinstance(target, ast.Name)}
+    found = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and isinstance(node.left, ast.Name)
+                and node.left.id in constants and isinstance(node.right, ast.Constant)
+                and isinstance(node.right.value, str)):
+            name = constants[node.left.id] + node.right.value
+            if re.fullmatch(r"[A-Z][A-Z0-9_]+", name):
+                found.add(name)
+    return found
+
+
 def test_every_variable_the_code_reads_is_in_the_readmes_table():
     readers = re.compile(r'(?:environ\.get|env\.get|environ\[|env_(?:str|float|int|bool)|setting)\(?\s*"([A-Z][A-Z0-9_]+)"'
                          r'|"([A-Z][A-Z0-9_]*_PATH)"')
@@ -98,7 +118,9 @@ def test_every_variable_the_code_reads_is_in_the_readmes_table():
     for path in [path for folder in ("common", "functions", "tools") for path in (ROOT / folder).rglob("*.py")]:
         for match in readers.finditer(path.read_text()):
             read.add(match.group(1) or match.group(2))
+        read |= prefixed_names(path)
     assert {"NMS_THRESHOLD", "MODELS_DIR", "IMAGE_MAX_MEMORY_MB", "BACKBONE_PATH", "FUNCTION_YAML"} <= read
+    assert {"CVAT_FUNCTIONS_REDIS_HOST", "CVAT_FUNCTIONS_REDIS_PORT"} <= read  # built from a prefix
     assert read - documented_variables() == set(), "read by the code but missing from the README's table"
 
 

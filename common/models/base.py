@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
@@ -36,9 +37,9 @@ def function_yaml() -> str:
 class Model:
     """A function's model: its folder's yaml, its labels, its settings and a log.
 
-    Subclasses set ``function_dir`` (the folder of their ``function.yaml``) and, when they have settings of
-    their own, ``settings_class``: the settings are read from the environment once, when the model is built,
-    unless given.
+    A function's ``ModelHandler`` (in its folder's ``model_handler.py``) gets ``function_dir``, the folder of
+    its ``function.yaml``, from that file; a class that declares ``settings: SomeSettings`` gets that
+    ``settings_class``: its settings are read from the environment once, when the model is built, unless given.
     """
 
     kind: ClassVar[str]
@@ -50,6 +51,16 @@ class Model:
     # Models whose own resize keeps the aspect ratio (and would leave a 1×4000 image no rows) get images further
     # from square than this padded first (:func:`~common.core.image.pad_to_aspect`); None: no padding.
     max_aspect: ClassVar[float | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        module = sys.modules.get(cls.__module__)
+        source = getattr(module, "__file__", None)
+        if "function_dir" not in vars(cls) and source and Path(source).name == "model_handler.py":
+            cls.function_dir = Path(source).resolve().parent
+        declared = vars(cls).get("__annotations__", {}).get("settings")
+        if "settings_class" not in vars(cls) and declared is not None:
+            cls.settings_class = _resolve(declared, module)
 
     def __init__(self, settings: Settings | None = None, log: Callable[[str], None] | None = None):
         self.settings = settings if settings is not None else self.settings_class.from_env()
@@ -88,6 +99,17 @@ class Model:
             self._log(message)
         else:
             logging.getLogger(type(self).__module__).warning(message)
+
+
+def _resolve(annotation: object, module) -> type[Settings]:
+    """A class annotation (a string under ``from __future__ import annotations``: ``X`` or ``module.X``) as the
+    class it names in the defining module."""
+    if not isinstance(annotation, str):
+        return annotation
+    found = module
+    for part in annotation.split("."):
+        found = vars(found)[part] if found is module else getattr(found, part)
+    return found
 
 
 class Detector(Model):

@@ -54,7 +54,6 @@ class TorchvisionSettings(Settings):
 class TorchvisionDetector(Detector):
     """A torchvision detection model: image in, its detections above the request's threshold, best first."""
 
-    settings_class = TorchvisionSettings
     settings: TorchvisionSettings
     builder: ClassVar[Callable[..., torch.nn.Module]]
     checkpoint: ClassVar[weights.Weights]

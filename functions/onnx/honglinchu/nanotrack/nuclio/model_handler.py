@@ -9,8 +9,6 @@ rate depends on the score. OpenCV's ``TrackerNano`` (same weights) is the refere
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from common.core.image import Image
@@ -36,7 +34,6 @@ MIN_SIZE = 10.0
 
 
 class ModelHandler(Tracker):
-    function_dir = Path(__file__).resolve().parent
 
     def __init__(self, settings=None, log=None, store=None):
         super().__init__(settings, log, store)

@@ -5,7 +5,6 @@ its best class, then one NMS over all boxes, sizes measured ``x2 - x1 + 1``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -51,8 +50,6 @@ class YoloxSettings(Settings):
 
 
 class ModelHandler(Detector):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = YoloxSettings
     settings: YoloxSettings
 
     def __init__(self, settings=None, log=None):

@@ -12,7 +12,6 @@ recogniser), so nothing is downloaded. It runs on ONNX Runtime's CUDA provider w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -33,8 +32,6 @@ class OcrSettings(Settings):
 
 
 class ModelHandler(Detector):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = OcrSettings
     settings: OcrSettings
     default_threshold = DEFAULT_THRESHOLD
     work_bytes_per_pixel = 17  # measured: RapidOCR's copies of the image before it scales it down

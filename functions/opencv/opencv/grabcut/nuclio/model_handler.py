@@ -8,7 +8,6 @@ connected component of the result is returned.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -47,8 +46,6 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 class ModelHandler(Interactor):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = GrabcutSettings
     settings: GrabcutSettings
     work_bytes_per_pixel = 3  # the object mask at the image's size, and the reply's copy of it
 

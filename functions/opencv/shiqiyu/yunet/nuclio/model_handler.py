@@ -7,7 +7,6 @@ side exceeds ``YUNET_MAX_SIDE`` (default 1920) so that huge frames stay fast.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,8 +33,6 @@ class YunetSettings(Settings):
 
 
 class ModelHandler(Detector):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = YunetSettings
     settings: YunetSettings
     default_threshold = DEFAULT_THRESHOLD
     work_bytes_per_pixel = 1  # measured: a BGR copy of the image, partly within the decoding peak

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,8 +65,6 @@ class SamSettings(torch_frames.TorchSettings):
 
 
 class ModelHandler(PromptableSegmenter):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = SamSettings
     settings: SamSettings
     work_bytes_per_pixel = 45  # measured: the predicted masks' logits and masks at the image's size
     max_aspect = 512.0  # SAM scales the long side to 1024 pixels; the short side keeps at least two

@@ -23,7 +23,6 @@ Model size, checkpoint and config overrides come from the environment (see :mod:
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,8 +64,7 @@ def from_arrays(arrays: list[np.ndarray], bfloat16: bool, device: torch.device) 
 
 
 class ModelHandler(Tracker):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = sam2_models.Sam2Settings
+    settings: sam2_models.Sam2Settings
     work_bytes_per_pixel = 38  # measured: the frame's tensors and the object's mask at the frame's size
 
     def __init__(self, settings=None, log=None, store=None):

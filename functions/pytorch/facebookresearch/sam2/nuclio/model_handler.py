@@ -7,8 +7,6 @@ own resize and normalisation run there; ``TORCH_AUTOCAST=bfloat16`` runs encoder
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from sam2.build_sam import build_sam2
@@ -23,8 +21,7 @@ HIGH_RES = ("high_res_0", "high_res_1")
 
 
 class ModelHandler(PromptableSegmenter):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = sam2_models.Sam2Settings
+    settings: sam2_models.Sam2Settings
     work_bytes_per_pixel = 38  # measured: the predicted masks' logits and masks at the image's size
 
     def __init__(self, settings=None, log=None):

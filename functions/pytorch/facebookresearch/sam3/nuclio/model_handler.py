@@ -10,7 +10,6 @@ by several of its phrases are merged (the best of those overlapping by more than
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -32,8 +31,6 @@ class Sam3Settings(Settings):
 
 
 class ModelHandler(TextPromptedDetector):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = Sam3Settings
     settings: Sam3Settings
     hub_name = "facebook/sam3"
     licence_page = "https://huggingface.co/facebook/sam3"

@@ -120,8 +120,6 @@ class Step:
 
 
 class ModelHandler(Tracker):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = SiamMaskSettings
     settings: SiamMaskSettings
 
     def __init__(self, settings=None, log=None, store=None):

@@ -9,7 +9,6 @@ best on (the package's post-processing), so a label's phrases never give the sam
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +23,6 @@ from common.runtime.backends import torch_device
 
 
 class ModelHandler(TextPromptedDetector):
-    function_dir = Path(__file__).resolve().parent
     hub_name = "google/owlv2-base-patch16-ensemble"
     default_threshold = 0.2
     work_bytes_per_pixel = 16  # the float32 image, padded to a square, before it is resized

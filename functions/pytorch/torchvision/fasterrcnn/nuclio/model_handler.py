@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torchvision.models import detection
 
 from common.models.torchvision import TorchvisionDetector, official_weights
 
 
 class ModelHandler(TorchvisionDetector):
-    function_dir = Path(__file__).resolve().parent
     builder = staticmethod(detection.fasterrcnn_resnet50_fpn_v2)
     checkpoint = official_weights(detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1)

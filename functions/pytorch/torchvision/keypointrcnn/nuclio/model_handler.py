@@ -7,7 +7,6 @@ outside the image, is returned with ``outside: true``: CVAT keeps its position b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from torchvision.models import detection
@@ -23,8 +22,7 @@ class KeypointSettings(TorchvisionSettings):
 
 
 class ModelHandler(TorchvisionDetector):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = KeypointSettings
+    settings: KeypointSettings
     builder = staticmethod(detection.keypointrcnn_resnet50_fpn)
     checkpoint = official_weights(detection.KeypointRCNN_ResNet50_FPN_Weights.COCO_V1)
     num_classes = 2  # background, person

@@ -11,7 +11,6 @@ grows with one full-size mask at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,8 +28,7 @@ class MaskSettings(TorchvisionSettings):
 
 
 class ModelHandler(TorchvisionDetector):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = MaskSettings
+    settings: MaskSettings
     builder = staticmethod(detection.maskrcnn_resnet50_fpn_v2)
     checkpoint = official_weights(detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1)
     work_bytes_per_pixel = TorchvisionDetector.work_bytes_per_pixel + 6  # one pasted mask and its polygon

@@ -9,7 +9,6 @@ between consecutive frames well. Matching is in :mod:`common.models.reid`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,8 +41,6 @@ def crop_size(value: str) -> tuple[int, int]:
 
 
 class ModelHandler(Reidentifier):
-    function_dir = Path(__file__).resolve().parent
-    settings_class = ReidSettings
     settings: ReidSettings
 
     def __init__(self, settings=None, log=None):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torchvision.models import detection
 
 from common.models.torchvision import TorchvisionDetector, official_weights
 
 
 class ModelHandler(TorchvisionDetector):
-    function_dir = Path(__file__).resolve().parent
     builder = staticmethod(detection.retinanet_resnet50_fpn_v2)
     checkpoint = official_weights(detection.RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1)
     score_argument = "score_thresh"
