@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, http
-from tools.config import FunctionConfig, find_configs
+from common.core.config import FunctionConfig
+from tools.config import find_configs
 from tools.harness import serving
 from tools.replies import Tokens, cases_for, environment, random_weights
 

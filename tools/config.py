@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.core.labels import read_config
+from common.core.config import FunctionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_NAMES = ("function.yaml", "function-gpu.yaml")
-DEFAULT_BODY_LIMIT = 4 * 1024 * 1024  # Nuclio's HTTP trigger default when maxRequestBodySize is unset
-DEFAULT_AVAILABILITY_TIMEOUT = 10.0
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 # Variables that hold one file or folder; so do all names ending in _PATH (MODEL_PATH, BACKBONE_PATH, ...).
 PATH_VARIABLES = ("MODELS_DIR", "TEST_DATA_DIR", "CVAT_FUNCTIONS_CACHE", "XDG_CACHE_HOME", "DEPLOY_STAGE_DIR")
 
@@ -39,101 +33,6 @@ def absolute_paths(env: dict[str, str], cwd: str | None = None) -> dict[str, str
     return out
 
 
-def parse_duration(value: object) -> float | None:
-    """A Go duration string ("30s", "1m30s", "500ms") or a number of seconds; None or "" means no limit."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"not a duration: {value!r} (use a Go duration such as 30s or 1m30s)")
-    return total
-
-
-@dataclass
-class FunctionConfig:
-    """One function folder with its parsed Nuclio configuration."""
-
-    path: Path  # the yaml file
-    config: dict = field(repr=False)
-    worker_limit: int | None = None  # set by tools/fn serve when a tracker must keep its state in one process
-
-    @property
-    def directory(self) -> Path:
-        return self.path.parent
-
-    @property
-    def name(self) -> str:
-        return str(self.config["metadata"]["name"])
-
-    @property
-    def metadata(self) -> dict:
-        return self.config.get("metadata") or {}
-
-    @property
-    def spec(self) -> dict:
-        return self.config.get("spec") or {}
-
-    @property
-    def annotations(self) -> dict:
-        return self.metadata.get("annotations") or {}
-
-    @property
-    def kind(self) -> str:
-        return str(self.annotations.get("type", ""))
-
-    @property
-    def handler(self) -> str:
-        return str(self.spec.get("handler") or "main:handler")
-
-    @property
-    def http_trigger(self) -> dict:
-        for trigger in (self.spec.get("triggers") or {}).values():
-            if isinstance(trigger, dict) and trigger.get("kind") == "http":
-                return trigger
-        return {}
-
-    @property
-    def workers(self) -> int:
-        trigger = self.http_trigger
-        workers = max(1, int(trigger.get("numWorkers") or trigger.get("maxWorkers") or 1))
-        return min(workers, self.worker_limit) if self.worker_limit else workers
-
-    @property
-    def event_timeout(self) -> float | None:
-        return parse_duration(self.spec.get("eventTimeout"))
-
-    @property
-    def body_limit(self) -> int:
-        attributes = self.http_trigger.get("attributes") or {}
-        return int(attributes.get("maxRequestBodySize") or DEFAULT_BODY_LIMIT)
-
-    @property
-    def availability_timeout(self) -> float:
-        value = self.http_trigger.get("workerAvailabilityTimeoutMilliseconds")
-        return DEFAULT_AVAILABILITY_TIMEOUT if value is None else float(value) / 1000.0
-
-    @property
-    def port(self) -> int | None:
-        attributes = self.http_trigger.get("attributes") or {}
-        return int(attributes["port"]) if attributes.get("port") else None
-
-    @property
-    def env(self) -> dict[str, str]:
-        out = {}
-        for item in self.spec.get("env") or []:
-            if isinstance(item, dict) and "name" in item and "value" in item:
-                out[str(item["name"])] = str(item["value"])
-        return out
-
-
 def find_yaml_files(paths: list[str | Path] | None, names: tuple[str, ...]) -> list[Path]:
     """Files called one of ``names`` under ``paths`` (default: functions/); a path may name a file itself."""
     found: list[Path] = []
@@ -151,4 +50,4 @@ def find_yaml_files(paths: list[str | Path] | None, names: tuple[str, ...]) -> l
 def find_configs(paths: list[str | Path] | None = None, gpu: bool = False) -> list[FunctionConfig]:
     """Every function.yaml (or function-gpu.yaml with ``gpu``) under ``paths`` (default: functions/)."""
     wanted = ("function-gpu.yaml",) if gpu else ("function.yaml",)
-    return [FunctionConfig(p, read_config(p)) for p in find_yaml_files(paths, wanted)]
+    return [FunctionConfig.read(p) for p in find_yaml_files(paths, wanted)]

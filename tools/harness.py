@@ -36,7 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urlparse
 
-from .config import DEFAULT_BODY_LIMIT, ROOT, FunctionConfig, absolute_paths
+from common.core.config import DEFAULT_BODY_LIMIT, FunctionConfig
+
+from .config import ROOT, absolute_paths
 from .worker import worker_main
 
 _MP = multiprocessing.get_context("spawn")

@@ -14,7 +14,9 @@ import yaml
 
 from common.doors.cvat.request import SHAPE_TYPES
 
-from .config import CONFIG_NAMES, find_yaml_files, parse_duration
+from common.core.config import parse_duration
+
+from .config import CONFIG_NAMES, find_yaml_files
 
 KINDS = ("detector", "interactor", "tracker", "reid")
 LABEL_TYPES = SHAPE_TYPES + ("tag", "any")

@@ -35,7 +35,8 @@ if _ROOT not in sys.path:
 
 from common.core.errors import RequestError
 from common.core.image import Image
-from common.core.labels import Labels, read_config
+from common.core.config import FunctionConfig
+from common.core.labels import Labels
 from common.core.results import Detections, Shape
 from common.models.base import Detector
 from common.models.folder import find_folder, load_model
@@ -46,17 +47,12 @@ THRESHOLD_KEYS = ("confidence_threshold", "threshold")
 NUCLIO_ONLY = {"MODELS_DIR"}
 
 
-def yaml_env(path: Path) -> dict[str, str]:
-    """``spec.env`` of a function yaml, as Nuclio would set it."""
-    items = (read_config(path).get("spec") or {}).get("env") or []
-    return {str(i["name"]): str(i["value"]) for i in items if isinstance(i, dict) and "name" in i and "value" in i}
-
-
 def set_environment(folder: Path, configuration: Mapping[str, Any], artifacts: str | None) -> None:
     """The function's settings for this process: the configuration's upper-case keys, over the pod's
     environment, over the yaml's ``spec.env``; ``MODELS_DIR`` defaults to the artifacts folder."""
     settings = {k: str(v) for k, v in configuration.items() if isinstance(k, str) and k.isupper() and v is not None}
-    spec_env = yaml_env(folder / settings.get("FUNCTION_YAML", os.environ.get("FUNCTION_YAML", "function.yaml")))
+    spec_env = FunctionConfig.read(folder / settings.get("FUNCTION_YAML",
+                                                         os.environ.get("FUNCTION_YAML", "function.yaml"))).env
     for name, value in spec_env.items():
         if name not in NUCLIO_ONLY:
             os.environ.setdefault(name, value)

@@ -35,7 +35,6 @@ PATHS = {"/classes": "classes", "/api/classes": "classes", "/infer": "infer", "/
 TYPES = {"rectangle": "bounding_box", "polygon": "polygon", "mask": "polygon", "points": "keypoint",
          "skeleton": "skeleton", "tag": "tag", "ellipse": "ellipse", "polyline": "line", "cuboid": "cuboid",
          "any": "bounding_box"}
-DEFAULT_BODY_LIMIT = 32 * 2**20
 
 
 class Unauthorized(FunctionError):
@@ -166,10 +165,7 @@ class V7Door:
     def __init__(self, model: Detector, settings: V7Settings | None = None):
         self.model = model
         self.settings = settings if settings is not None else V7Settings.from_env()
-        trigger = next((t for t in (model.config.get("spec", {}).get("triggers") or {}).values()
-                        if isinstance(t, dict) and t.get("kind") == "http"), {})
-        limit = int((trigger.get("attributes") or {}).get("maxRequestBodySize") or DEFAULT_BODY_LIMIT)
-        self.fetch = Fetcher(self.settings, limit)
+        self.fetch = Fetcher(self.settings, model.function.body_limit)  # the same limit as a request body
         self.threshold = self.settings.threshold if self.settings.threshold >= 0 else None  # None: the model's
 
     def authorize(self, headers: Mapping[str, str]) -> None:

@@ -20,7 +20,8 @@ import numpy as np
 
 from common.core.image import Image
 from common.core.errors import RequestError
-from common.core.labels import Label, Labels, read_config, spec_of
+from common.core.config import FunctionConfig
+from common.core.labels import Label, Labels, spec_of
 from common.core.prompts import Prompt
 from common.core.results import Detections, Region
 from common.core.settings import Settings, env_str
@@ -67,17 +68,21 @@ class Model:
         self._log = log
 
     @cached_property
-    def config(self) -> dict:
-        """The yaml the function is served from (what CVAT and Nuclio read too); its kind must be this model's."""
+    def function(self) -> FunctionConfig:
+        """The yaml the function is served from (what CVAT and Nuclio read too), parsed once; its kind must be
+        this model's."""
         if self.function_dir is None:
             raise RuntimeError(f"{type(self).__name__}.function_dir is not set")
-        path = Path(self.function_dir) / function_yaml()
-        config = read_config(path)
-        declared = ((config.get("metadata") or {}).get("annotations") or {}).get("type")
-        if declared != self.kind:
-            raise RuntimeError(f"{path} declares annotations.type {declared!r} but {type(self).__name__} is a "
-                               f"{self.kind}")
-        return config
+        function = FunctionConfig.read(Path(self.function_dir) / function_yaml())
+        if function.kind != self.kind:
+            raise RuntimeError(f"{function.path} declares annotations.type {function.kind!r} but "
+                               f"{type(self).__name__} is a {self.kind}")
+        return function
+
+    @property
+    def config(self) -> dict:
+        """The yaml as a mapping."""
+        return self.function.config
 
     @property
     def name(self) -> str:
