@@ -226,3 +226,19 @@ def test_the_readmes_cvat_cli_commands_load_their_functions(models_dir, monkeypa
         parameters = dict(parse_function_parameter(words[i + 1]) for i, w in enumerate(words) if w == "-p")
         function = FunctionLoader(module, None, parameters).load()
         assert function.model.kind == "detector" and function.model.name == "onnx-megvii-yolox"
+
+
+def test_parameters_set_the_models_settings_without_writing_the_environment(models_dir, data_dir):
+    """-p NMS_THRESHOLD=... and -p IMAGE_MAX_MEMORY_MB=... hold for this function, in its calls too; the process
+    environment (and so the next function built in it) never sees them."""
+    import os
+
+    strict = create(str(YOLOX), NMS_THRESHOLD="0.2", IMAGE_MAX_MEMORY_MB="1")
+    assert strict.model.settings.nms_threshold == 0.2
+    assert "NMS_THRESHOLD" not in os.environ and "IMAGE_MAX_MEMORY_MB" not in os.environ
+    context = _DetectionFunctionContextImpl(frame_name="dog.jpg", conf_threshold=None, conv_mask_to_poly=False)
+    dog = PIL.Image.open(data_dir / "images" / "dog.jpg")
+    with pytest.raises(Exception, match="IMAGE_MAX_MEMORY_MB"):  # 768x576 needs more than 1 MB
+        strict.detect(context, dog)
+    assert create(str(YOLOX)).model.settings.nms_threshold == 0.45
+    assert create(str(YOLOX)).detect(context, dog)

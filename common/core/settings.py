@@ -1,21 +1,43 @@
 """Operator settings from the environment, read one way everywhere: an empty value means unset.
 
 A value that does not parse is an error naming the variable (a function then reports it from
-``init_context`` instead of serving with a setting nobody asked for).
+``init_context`` instead of serving with a setting nobody asked for). Variables come from ``os.environ``,
+or, inside :func:`environment`, from the mapping it was given: how a door that takes settings from its
+platform (the CVAT SDK's ``-p`` parameters, a Dataloop model's configuration) builds a model without
+writing ``os.environ``.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, TypeVar, get_type_hints
+from typing import Any, Callable, Iterator, Mapping, TypeVar, get_type_hints
 
 T = TypeVar("T")
+_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environment", default=None)
 
 
-def env_str(name: str, default: str | None = None, env: Mapping[str, str] = os.environ) -> str | None:
+def current_env() -> Mapping[str, str]:
+    """Where settings are read from here: the mapping of the enclosing :func:`environment`, else os.environ."""
+    env = _ENVIRONMENT.get()
+    return os.environ if env is None else env
+
+
+@contextmanager
+def environment(env: Mapping[str, str]) -> Iterator[Mapping[str, str]]:
+    """Read every setting from ``env`` inside the block (this thread or task only); os.environ is untouched."""
+    token = _ENVIRONMENT.set(env)
+    try:
+        yield env
+    finally:
+        _ENVIRONMENT.reset(token)
+
+
+def env_str(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
     """The variable's value without surrounding blanks; ``default`` when unset or empty."""
-    value = (env.get(name) or "").strip()
+    value = ((current_env() if env is None else env).get(name) or "").strip()
     return value or default
 
 
@@ -29,15 +51,15 @@ def _parsed(name: str, default: T, parse: Callable[[str], T], what: str, env: Ma
         raise ValueError(f"{name}={value!r} is not {what}") from None
 
 
-def env_float(name: str, default: float, env: Mapping[str, str] = os.environ) -> float:
+def env_float(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
     return _parsed(name, default, float, "a number", env)
 
 
-def env_int(name: str, default: int, env: Mapping[str, str] = os.environ) -> int:
+def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
     return _parsed(name, default, int, "a whole number", env)
 
 
-def env_bool(name: str, default: bool, env: Mapping[str, str] = os.environ) -> bool:
+def env_bool(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
     def parse(value: str) -> bool:
         lowered = value.lower()
         if lowered in TRUE or lowered in FALSE:
@@ -64,7 +86,7 @@ class Settings:
     ``variables`` names them (the README's table must list each)."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         types = get_type_hints(cls)
         values = {}
         for item in fields(cls):

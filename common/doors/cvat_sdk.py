@@ -35,7 +35,7 @@ from common.core.results import Shape
 from common.core.settings import polygon_epsilon
 from common.core.rle import region_points, rle_points
 from common.core.prompts import Prompt, clip_box, points_array, region_of
-from common.models.base import Detector, Interactor, Model
+from common.models.base import Detector, Interactor, Model, in_model_env
 from common.models.folder import find_folder, load_model
 
 # ---------------------------------------------------------------- specs
@@ -64,6 +64,7 @@ class DetectionFunction:
         self.model = model
         self.spec = cvataa.DetectionFunctionSpec(labels=[label_spec(l, model.labels.id_of(l)) for l in model.labels])
 
+    @in_model_env
     def detect(self, context: cvataa.DetectionFunctionContext,
                image: PIL.Image.Image) -> list[models.LabeledShapeRequest]:
         picture = Image.from_pil(image)
@@ -117,12 +118,14 @@ class InteractionFunction:
             min_bounding_boxes=1 if boxes else 0 if optional else None,
         )
 
+    @in_model_env
     def preprocess_image(self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image) -> Image:
         picture = Image.from_pil(image)
         self.model.admit(picture)
         self.model.prepare(picture)
         return picture
 
+    @in_model_env
     def detect(self, context: cvataa.InteractionFunctionContext, pp_image: Image,
                prompts: cvataa.InteractionPrompts) -> list[cvataa.InteractionResultShape]:
         size = pp_image.size
@@ -157,16 +160,19 @@ class TrackingFunction:
         self.model = model
         self.spec = cvataa.TrackingFunctionSpec(supported_shape_types=model.supported_shape_types)
 
+    @in_model_env
     def preprocess_image(self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image) -> Image:
         picture = Image.from_pil(image)
         self.model.admit(picture)
         return picture
 
+    @in_model_env
     def init_tracking_state(self, context: cvataa.TrackingFunctionShapeContext, pp_image: Image,
                             shape: cvataa.TrackableShape) -> TrackingState:
         _, region = region_of(shape.type, list(shape.points), "shape", pp_image.size)
         return TrackingState(self.model.start(pp_image, region))
 
+    @in_model_env
     def track(self, context: cvataa.TrackingFunctionShapeContext, pp_image: Image,
               state: TrackingState) -> cvataa.TrackableShape | None:
         region, state.token = self.model.step(pp_image, state.token, "tracking state")
@@ -186,13 +192,12 @@ def for_model(model: Model):
 def create(function: str, labels: str | None = None, **settings: Any):
     """``cvat-cli``'s factory: ``function`` is a function folder (relative to the working directory or to this
     repository); ``labels`` gives a text-prompted detector its vocabulary (names, or a JSON/YAML file of names
-    with prompts: :mod:`common.core.vocabulary`); other parameters set the settings variables of that name
-    before the model is built."""
+    with prompts: :mod:`common.core.vocabulary`); other parameters are settings variables of that name, over
+    the process environment, for this model only (os.environ is not written)."""
     folder = find_folder(function)
     if labels:
         folder = vocabulary.staged(folder, vocabulary.parse(labels), Path(tempfile.mkdtemp(prefix="cvat-aa-")) / "f")
-    for name, value in settings.items():
+    for name in settings:
         if not name.isupper():
             raise ValueError(f"-p {name}=...: parameters other than function are settings variables (upper case)")
-        os.environ[name] = str(value)
-    return for_model(load_model(folder))
+    return for_model(load_model(folder, env={**os.environ, **{k: str(v) for k, v in settings.items()}}))

@@ -38,7 +38,7 @@ from common.core.image import Image
 from common.core.config import FunctionConfig
 from common.core.labels import Labels
 from common.core.results import Detections, Shape
-from common.models.base import Detector
+from common.models.base import Detector, in_model_env
 from common.models.folder import find_folder, load_model
 
 log = logging.getLogger(__name__)
@@ -47,18 +47,16 @@ THRESHOLD_KEYS = ("confidence_threshold", "threshold")
 NUCLIO_ONLY = {"MODELS_DIR"}
 
 
-def set_environment(folder: Path, configuration: Mapping[str, Any], artifacts: str | None) -> None:
-    """The function's settings for this process: the configuration's upper-case keys, over the pod's
-    environment, over the yaml's ``spec.env``; ``MODELS_DIR`` defaults to the artifacts folder."""
+def environment_of(folder: Path, configuration: Mapping[str, Any], artifacts: str | None) -> dict[str, str]:
+    """The function's settings in this pod: the configuration's upper-case keys, over the pod's environment,
+    over the yaml's ``spec.env``; ``MODELS_DIR`` defaults to the artifacts folder. os.environ is not written."""
     settings = {k: str(v) for k, v in configuration.items() if isinstance(k, str) and k.isupper() and v is not None}
-    spec_env = FunctionConfig.read(folder / settings.get("FUNCTION_YAML",
-                                                         os.environ.get("FUNCTION_YAML", "function.yaml"))).env
-    for name, value in spec_env.items():
-        if name not in NUCLIO_ONLY:
-            os.environ.setdefault(name, value)
-    os.environ.update(settings)
-    if artifacts and os.path.isdir(artifacts) and not os.environ.get("MODELS_DIR"):
-        os.environ["MODELS_DIR"] = str(artifacts)
+    yaml_name = settings.get("FUNCTION_YAML", os.environ.get("FUNCTION_YAML", "function.yaml"))
+    spec_env = {k: v for k, v in FunctionConfig.read(folder / yaml_name).env.items() if k not in NUCLIO_ONLY}
+    env = {**spec_env, **os.environ, **settings}
+    if artifacts and os.path.isdir(artifacts) and not env.get("MODELS_DIR"):
+        env["MODELS_DIR"] = str(artifacts)
+    return env
 
 
 def image_of(element: Any, field: str = "item") -> Image | None:
@@ -120,8 +118,7 @@ class Adapter(dl.BaseModelAdapter):
     def load(self, local_path: str, **kwargs) -> None:
         configuration = dict(self.configuration)
         folder = find_folder(str(configuration.get("function") or "."))
-        set_environment(folder, configuration, local_path)
-        model = load_model(folder)
+        model = load_model(folder, env=environment_of(folder, configuration, local_path))
         if model.kind != "detector":
             raise ValueError(f"{model.name} is a {model.kind}: Dataloop's model adapters serve detectors only")
         self.detector = self.model = model
@@ -161,6 +158,7 @@ class Adapter(dl.BaseModelAdapter):
         threshold = self.threshold()
         return [self.annotate(image_of(element, f"batch item {n}"), threshold) for n, element in enumerate(batch)]
 
+    @in_model_env
     def annotate(self, image: Image | None, threshold: float | None) -> dl.AnnotationCollection:
         if image is None:
             return dl.AnnotationCollection()

@@ -9,6 +9,7 @@ platform's wire format: the doors (:mod:`common.doors`) parse requests and encod
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ from common.core.config import FunctionConfig
 from common.core.labels import Label, Labels, spec_of
 from common.core.prompts import Prompt
 from common.core.results import Detections, Region
-from common.core.settings import Settings, env_str
+from common.core.settings import Settings, current_env, env_str, environment
 
 KINDS = ("detector", "interactor", "tracker", "reid")
 
@@ -64,7 +65,8 @@ class Model:
             cls.settings_class = _resolve(declared, module)
 
     def __init__(self, settings: Settings | None = None, log: Callable[[str], None] | None = None):
-        self.settings = settings if settings is not None else self.settings_class.from_env()
+        self.env = current_env()  # where its settings came from: os.environ, or a door's environment(...)
+        self.settings = settings if settings is not None else self.settings_class.from_env(self.env)
         self._log = log
 
     @cached_property
@@ -115,6 +117,16 @@ def _resolve(annotation: object, module) -> type[Settings]:
     for part in annotation.split("."):
         found = vars(found)[part] if found is module else getattr(found, part)
     return found
+
+
+def in_model_env(method: Callable) -> Callable:
+    """For a door method of an object with a ``model``: run it with the settings the model was built with
+    (:func:`~common.core.settings.environment`), for what is read per call (image limits, polygon epsilon)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with environment(self.model.env):
+            return method(self, *args, **kwargs)
+    return run
 
 
 class Detector(Model):

@@ -6,8 +6,9 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
+from common.core.settings import environment
 from common.models.base import Model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,11 @@ def load_module(folder: str | Path, name: str = "model_handler") -> ModuleType:
         sys.modules.pop(name, None)
 
 
-def load_model(folder: str | Path, **arguments: Any) -> Model:
-    """The folder's ``ModelHandler``, built (its model loaded) with ``arguments`` (settings, log, store)."""
-    return load_module(folder).ModelHandler(**arguments)
+def load_model(folder: str | Path, env: Mapping[str, str] | None = None, **arguments: Any) -> Model:
+    """The folder's ``ModelHandler``, built (its model loaded) with ``arguments`` (settings, log, store); with
+    ``env``, every setting it reads while it is built comes from that mapping instead of os.environ (the model
+    keeps it as ``model.env``, for :func:`~common.core.settings.environment` around its calls)."""
+    if env is None:
+        return load_module(folder).ModelHandler(**arguments)
+    with environment(env):
+        return load_module(folder).ModelHandler(**arguments)

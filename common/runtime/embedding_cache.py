@@ -19,13 +19,12 @@ built by the caller from a hash of the image bytes as sent plus the model identi
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import redis
@@ -177,7 +176,7 @@ class TieredCache:
             self._last.result()
 
 
-def from_env(warn: Warn, env=os.environ) -> Cache:
+def from_env(warn: Warn, env: Mapping[str, str] | None = None) -> Cache:
     """``EMBEDDING_CACHE_BYTES`` (per worker, 512 MiB; 0 turns the local cache off) and
     ``EMBEDDING_CACHE_TTL`` (seconds, 900); Redis in addition when ``CVAT_FUNCTIONS_REDIS_HOST`` is set."""
     ttl = env_float("EMBEDDING_CACHE_TTL", 900, env)

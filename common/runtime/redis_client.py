@@ -12,25 +12,25 @@ Variables (the names CVAT's deployments use, plus a few of our own):
 
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from common.core.settings import env_bool, env_float, env_int, env_str
+from common.core.settings import current_env, env_bool, env_float, env_int, env_str
 
 PREFIX = "CVAT_FUNCTIONS_REDIS_"
 
 
-def describe(env: Mapping[str, str] = os.environ) -> str:
+def describe(env: Mapping[str, str] | None = None) -> str:
     """``host:port/db`` of the configured Redis, for messages (never the password)."""
     return f"{env_str(PREFIX + 'HOST', env=env)}:{env_int(PREFIX + 'PORT', 6379, env)}/{env_int(PREFIX + 'DB', 0, env)}"
 
 
-def from_env(env: Mapping[str, str] = os.environ) -> redis.Redis | None:
+def from_env(env: Mapping[str, str] | None = None) -> redis.Redis | None:
     """The configured client, or None when ``CVAT_FUNCTIONS_REDIS_HOST`` is not set. Does not connect yet."""
+    env = current_env() if env is None else env
     host = env_str(PREFIX + "HOST", env=env)
     if not host:
         return None

@@ -23,7 +23,6 @@ client reconnects on the next call, so service resumes by itself when Redis is b
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
 import threading
@@ -244,7 +243,7 @@ class StateStore:
         self.backend.delete(self.key(token))
 
 
-def from_env(namespace: str, warn: Callable[[str], None], env: Mapping[str, str] = os.environ) -> StateStore:
+def from_env(namespace: str, warn: Callable[[str], None], env: Mapping[str, str] | None = None) -> StateStore:
     """Redis when ``CVAT_FUNCTIONS_REDIS_HOST`` is set, else this process's memory (with a warning)."""
     ttl = env_int("TRACKER_STATE_TTL", 3600, env)
     client = redis_client.from_env(env)

@@ -190,8 +190,8 @@ def test_weights_from_the_model_artifacts(models_dir, tmp_path, monkeypatch):
     artifacts.mkdir()
     (artifacts / "yolox_nano.onnx").write_bytes((models_dir / "yolox_nano.onnx").read_bytes())
     adapter = adapter_for(YOLOX, artifacts)
-    assert adapter.detector is not None
-    assert os.environ["MODELS_DIR"] == str(artifacts)
+    assert adapter.detector is not None and adapter.detector.env["MODELS_DIR"] == str(artifacts)
+    assert "MODELS_DIR" not in os.environ  # the model's settings, not the process's
 
 
 def test_items_are_decoded_as_our_decoder_does(models_dir, data_dir):
