@@ -105,6 +105,7 @@ CASES = [
     ("function.yaml", _set(f"{TRIGGER}.workerAvailabilityTimeoutMilliseconds", -5), "non-negative"),
     ("function-gpu.yaml", _set("spec.resources", _DELETE), "nvidia.com/gpu"),
     ("function-gpu.yaml", _set(f"{TRIGGER}.numWorkers", 2), "one worker"),
+    ("function-gpu.yaml", _set("spec.env", []), "must declare the GPU it needs"),
     ("function-gpu.yaml", _set("metadata.name", "other-name"), "metadata.name differs"),
     ("function-gpu.yaml", _set("metadata.annotations.type", "interactor"), "annotations.type differs"),
     ("function-gpu.yaml", _spec_edit(lambda s: s.pop()), "labels) differs"),

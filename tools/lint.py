@@ -218,6 +218,10 @@ def lint_gpu(spec: dict) -> list[str]:
     for trigger in (spec.get("triggers") or {}).values():
         if isinstance(trigger, dict) and trigger.get("kind") == "http" and _workers(trigger) != 1:
             problems.append(f"GPU yaml must run one worker, got {_workers(trigger)!r}")
+    env = {str(i.get("name")): str(i.get("value")) for i in spec.get("env") or [] if isinstance(i, dict)}
+    if not (env.get("TORCH_DEVICE", "").startswith("cuda") or "CUDAExecutionProvider" in env.get("ORT_PROVIDERS", "")):
+        problems.append("GPU yaml must declare the GPU it needs in spec.env (TORCH_DEVICE=cuda, or ORT_PROVIDERS "
+                        "naming CUDAExecutionProvider), so that a worker without it refuses to start")
     return problems
 
 

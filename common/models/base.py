@@ -26,6 +26,7 @@ from common.core.labels import Label, Labels, spec_of
 from common.core.prompts import Prompt
 from common.core.results import Detections, Region
 from common.core.settings import Settings, current_env, env_str, environment
+from common.runtime.backends import require_gpu
 
 KINDS = ("detector", "interactor", "tracker", "reid")
 
@@ -68,6 +69,7 @@ class Model:
         self.env = current_env()  # where its settings came from: os.environ, or a door's environment(...)
         self.settings = settings if settings is not None else self.settings_class.from_env(self.env)
         self._log = log
+        require_gpu(self.warn)  # a GPU yaml's function on a worker without its GPU: refused, not silently slow
 
     @cached_property
     def function(self) -> FunctionConfig:

@@ -8,18 +8,101 @@ Environment:
 - ``OPENVINO_DEVICE``: OpenVINO device name (default ``CPU``).
 - ``OPENVINO_PRECISION``: OpenVINO inference precision (default ``f32``; ``bf16``/``f16`` trade accuracy).
 - ``TORCH_DEVICE``: ``cpu``, ``cuda`` or ``cuda:N`` (default: CUDA when available).
+- ``ALLOW_CPU_FALLBACK``: ``1`` lets a function whose settings ask for a GPU (``TORCH_DEVICE=cuda``,
+  ``ORT_PROVIDERS`` naming CUDA) serve on the CPU, with a warning, when it gets none; otherwise it refuses to
+  start, naming what is missing (:func:`require_gpu`).
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from common.core.settings import env_int, env_str
+from common.core.settings import env_bool, env_int, env_str
 
 BACKENDS = ("openvino", "onnxruntime")
+CUDA = "CUDAExecutionProvider"
+# The oldest NVIDIA driver branch each CUDA major version runs on (NVIDIA's CUDA compatibility table, Linux)
+DRIVER_FLOORS = {11: 450, 12: 525, 13: 580}
+
+
+class DeviceError(RuntimeError):
+    """The function's settings ask for a GPU this worker does not have."""
+
+
+def cpu_fallback() -> bool:
+    return env_bool("ALLOW_CPU_FALLBACK", False)
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version ``nvidia-smi`` reports, None when no driver is visible here."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.split()
+    return lines[0] if out.returncode == 0 and lines else None
+
+
+def driver_problem(cuda_version: str | None) -> str:
+    """What the NVIDIA driver lacks for ``cuda_version`` (the runtime a package was built for)."""
+    driver = nvidia_driver()
+    if driver is None:
+        return ("no NVIDIA driver is visible (no working nvidia-smi): run the container with the NVIDIA container "
+                "runtime (Docker: --gpus all; Nuclio: resources.limits nvidia.com/gpu) on a host with a driver")
+    major = int(cuda_version.split(".")[0]) if cuda_version and cuda_version.split(".")[0].isdigit() else None
+    floor = DRIVER_FLOORS.get(major)
+    if floor is not None and int(driver.split(".")[0]) < floor:
+        return (f"NVIDIA driver {driver} is too old for CUDA {cuda_version}, which needs the {floor} series or "
+                "newer: update the host's driver or build the image with wheels for an older CUDA")
+    return f"NVIDIA driver {driver} is visible"
+
+
+def torch_gpu_problems(device: str) -> list[str]:
+    import torch
+
+    built = torch.version.cuda
+    if built is None:
+        return [f"torch {torch.__version__} is a CPU build (install a CUDA build of torch)"]
+    if not torch.cuda.is_available():
+        return [f"torch {torch.__version__} (built for CUDA {built}) sees no CUDA device; {driver_problem(built)}"]
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        return [f"TORCH_DEVICE={device}, but torch sees {torch.cuda.device_count()} CUDA device(s)"]
+    return []
+
+
+def ort_gpu_problems() -> list[str]:
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        return [f"onnxruntime {ort.__version__} has no {CUDA} (install onnxruntime-gpu instead of onnxruntime)"]
+    if nvidia_driver() is None:
+        return [driver_problem(None)]
+    return []
+
+
+def require_gpu(warn: Callable[[str], None]) -> None:
+    """When the settings ask for a GPU (``TORCH_DEVICE=cuda[:N]``, ``ORT_PROVIDERS`` naming CUDA), check that
+    this worker has it: a :class:`DeviceError` naming what is missing, or, with ``ALLOW_CPU_FALLBACK=1``, a
+    warning and the CPU. Runs when a model is built, before it loads anything."""
+    device = (env_str("TORCH_DEVICE") or "").lower()
+    problems = torch_gpu_problems(device) if device.startswith("cuda") else []
+    if CUDA in explicit_providers():
+        problems += ort_gpu_problems()
+    if not problems:
+        return
+    message = "this function is set to run on a GPU, but " + "; ".join(problems)
+    if not cpu_fallback():
+        raise DeviceError(message + " (ALLOW_CPU_FALLBACK=1 serves on the CPU instead, far slower)")
+    warn(message + "; serving on the CPU, as ALLOW_CPU_FALLBACK=1 allows (expect it to be far slower)")
 
 
 def num_threads() -> int | None:
@@ -72,8 +155,12 @@ class OrtModel:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         model = path if isinstance(path, bytes) else str(path)
-        self.session = ort.InferenceSession(model, options, providers=list(providers or ort_providers()))
+        wanted = list(providers or ort_providers())
+        self.session = ort.InferenceSession(model, options, providers=wanted)
         self.providers = self.session.get_providers()
+        if CUDA in wanted and CUDA not in self.providers and not cpu_fallback():  # ONNX Runtime fell back silently
+            raise DeviceError(f"ONNX Runtime could not start its {CUDA} ({driver_problem(None)}); "
+                              "ALLOW_CPU_FALLBACK=1 serves on the CPU instead, far slower")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_shapes = [list(i.shape) for i in self.session.get_inputs()]
 
@@ -81,15 +168,23 @@ class OrtModel:
         return self.session.run(None, inputs)
 
 
+def explicit_providers() -> list[str]:
+    return [p.strip() for p in (env_str("ORT_PROVIDERS") or "").split(",") if p.strip()]
+
+
 def ort_providers() -> list[str]:
-    """``ORT_PROVIDERS`` if set, else CUDA (when this onnxruntime has it) followed by CPU."""
+    """``ORT_PROVIDERS`` if set (with ``ALLOW_CPU_FALLBACK=1``, those this onnxruntime has, then the CPU), else
+    CUDA (when this onnxruntime has it) followed by CPU."""
     import onnxruntime as ort
 
-    explicit = [p.strip() for p in (env_str("ORT_PROVIDERS") or "").split(",") if p.strip()]
-    if explicit:
-        return explicit
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    explicit = explicit_providers()
+    if explicit and not cpu_fallback():
+        return explicit
+    if explicit:
+        kept = [p for p in explicit if p in available]
+        return kept + ([] if "CPUExecutionProvider" in kept else ["CPUExecutionProvider"])
+    return [p for p in (CUDA, "CPUExecutionProvider") if p in available]
 
 
 class OpenVinoModel:
@@ -139,6 +234,8 @@ def torch_device(preferred: str | None = None):
     if threads:
         torch.set_num_threads(threads)
     name = preferred or env_str("TORCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available() and cpu_fallback():  # require_gpu warned
+        name = "cpu"
     return torch.device(name)
 
 
