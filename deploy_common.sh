@@ -25,6 +25,8 @@ Options (each also read from the environment variable in brackets):
                         names (car,person) or a JSON/YAML file of names with prompts (needs python3)
                         [DEPLOY_LABELS]
   --dry-run             print every command and each staged context's files; run nothing  [DEPLOY_DRY_RUN=1]
+  --check               run tools/doctor.py first (Docker, nuctl, and the GPU for deploy_gpu.sh); stop on a
+                        problem  [DEPLOY_CHECK=1]
   -h, --help            this text
 
 CVAT_FUNCTIONS_REDIS_HOST, _PORT and _PASSWORD are passed to the functions when set.
@@ -71,6 +73,7 @@ stage() {  # stage FUNCTION_DIR NAME -> prints the staged folder: the function's
   fi
   cp -R "$dir/." "$staged/"
   rm -rf "$staged/common" && cp -R "$ROOT/common" "$staged/common"
+  cp "$ROOT/requirements.lock" "$staged/requirements.lock"  # the builds' pip installs take it as constraints
   find "$staged" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
   echo "$staged"
 }
@@ -100,11 +103,13 @@ deploy_main() {
   RUN_REGISTRY="${NUCLIO_RUN_REGISTRY:-}"
   STAGE_TO="${DEPLOY_STAGE_DIR:-}"
   LABELS="${DEPLOY_LABELS:-}"
+  CHECK="${DEPLOY_CHECK:-0}"
   STAGE_TEMP=""
   local paths=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --dry-run) DRY_RUN=1 ;;
+      --check) CHECK=1 ;;
       --project|--platform|--network|--namespace|--registry|--run-registry|--stage-to|--labels)
         [ $# -ge 2 ] || die "$1 needs a value"
         case "$1" in
@@ -134,6 +139,12 @@ deploy_main() {
     trap 'rm -rf "$STAGE_TEMP"' EXIT
   fi
 
+  if [ "$CHECK" = 1 ]; then
+    local gpu=()
+    [ "$YAML_NAME" = function-gpu.yaml ] && gpu=(--gpu)
+    python3 "$ROOT/tools/doctor.py" --platform "$PLATFORM" "${gpu[@]}" \
+      || die "tools/doctor.py found problems (above); fix them, or deploy without --check"
+  fi
   check_tools
   local folders=() dir
   while IFS= read -r dir; do folders+=("$dir"); done < <(

@@ -98,7 +98,16 @@ CASES = [
     ("function.yaml", _set("spec.handler", "missing:handler"), "missing.py not found"),
     ("function.yaml", _set("spec.handler", "main"), "must be module:function"),
     ("function.yaml", _set("spec.eventTimeout", "thirty seconds"), "not a duration"),
-    ("function.yaml", _set("spec.build.commands", ["pip install numpy 'nuclio-sdk>=0.6'"]), "installs nuclio-sdk"),
+    ("function.yaml", _set("spec.build.directives.postCopy", [
+        {"kind": "RUN", "value": "pip install -c /opt/nuclio/requirements.lock numpy 'nuclio-sdk>=0.6'"}]),
+     "installs nuclio-sdk"),
+    ("function.yaml", _set("spec.build.directives.preCopy", [{"kind": "RUN", "value": "pip install numpy"}]),
+     "must run in postCopy with -c /opt/nuclio/requirements.lock"),
+    ("function.yaml", _set("spec.build.commands", ["pip install -c /opt/nuclio/requirements.lock numpy"]),
+     "must run in postCopy"),
+    ("function.yaml", _set("spec.build.directives.postCopy", [
+        {"kind": "RUN", "value": "pip install -c /opt/nuclio/requirements.lock --no-cache-dir left-pad"}]),
+     "installs left-pad, which requirements.lock does not pin"),
     ("function.yaml", _set("spec.triggers", {}), "exactly one trigger of kind http"),
     ("function.yaml", _set(f"{TRIGGER}.numWorkers", 0), "positive integer"),
     ("function.yaml", _set(f"{TRIGGER}.attributes.maxRequestBodySize", 1000), "maxRequestBodySize"),

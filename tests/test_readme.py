@@ -133,3 +133,17 @@ def test_empty_settings_mean_unset_and_bad_ones_name_the_variable():
     assert env_int("X", 7, {}) == 7 and env_int("X", 7, {"X": "8"}) == 8
     with pytest.raises(ValueError, match="X='a lot' is not a whole number"):
         env_int("X", 7, {"X": "a lot"})
+
+
+def test_the_gpu_table_states_what_the_lock_pins():
+    """The README's GPU table: the torch and onnxruntime-gpu versions the lock pins, the CUDA runtime they carry
+    (the lock's nvidia-cuda-runtime) and the driver floor that follows."""
+    from common.core.gpu import driver_floor
+
+    pins = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
+                if "==" in line and not line.startswith(("#", " ")))
+    cuda = ".".join(pins["nvidia-cuda-runtime"].split(".")[:2])
+    text = (ROOT / "README.md").read_text()
+    for package in ("torch", "onnxruntime-gpu"):
+        row = f"| {package} {pins[package]} | {cuda} | {driver_floor(cuda)} series or newer |"
+        assert row in text, row

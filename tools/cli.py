@@ -319,6 +319,18 @@ def cmd_replies(args) -> int:
     return replies.main(args.replies_args)
 
 
+LOCK_INPUTS = ("requirements-dev.txt", "requirements-nodeps.txt", "requirements-gpu.txt")
+
+
+def cmd_lock(args) -> int:
+    """pip-compile over the requirements files (the Dataloop door's, which pins differently, has its own
+    environment); pins already in the lock stay unless --upgrade."""
+    command = [sys.executable, "-m", "piptools", "compile", "--quiet", "--allow-unsafe", "--strip-extras",
+               "--no-emit-index-url", "--no-emit-find-links", "-o", "requirements.lock",
+               *(["--upgrade"] if args.upgrade else []), *LOCK_INPUTS]
+    return subprocess.call(command, cwd=ROOT)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Paths given in variables mean what they mean in the shell the command was typed in, whatever
     # directory a worker or the test run later works in.
@@ -418,6 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     replies.add_argument("replies_args", nargs=argparse.REMAINDER)
     replies.set_defaults(func=cmd_replies)
 
+    lock = sub.add_parser("lock", help="write requirements.lock (the exact versions of every requirements file) "
+                                       "with pip-tools; --upgrade takes the newest allowed")
+    lock.add_argument("--upgrade", action="store_true", help="newest versions, not the lock's where still allowed")
+    lock.set_defaults(func=cmd_lock)
+
+    doctor = sub.add_parser("doctor", help="check this host for deploying (Docker, nuctl, GPU) and the deployed "
+                                           "functions", add_help=False)
+    doctor.add_argument("doctor_args", nargs=argparse.REMAINDER)
+    doctor.set_defaults(func=lambda a: __import__("tools.doctor", fromlist=["main"]).main(a.doctor_args))
+
     test = sub.add_parser("test", help="run the whole test suite (pytest arguments pass through)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)
@@ -429,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         args.replies_args = unknown + args.replies_args  # every option goes to pytest
     elif args.command == "dataloop-manifest":
         args.dataloop_args = unknown + args.dataloop_args
+    elif args.command == "doctor":
+        args.doctor_args = unknown + args.doctor_args
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

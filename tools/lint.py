@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -16,7 +17,7 @@ from common.doors.cvat.request import SHAPE_TYPES
 
 from common.core.config import parse_duration
 
-from .config import CONFIG_NAMES, find_yaml_files
+from .config import CONFIG_NAMES, ROOT, find_yaml_files
 
 KINDS = ("detector", "interactor", "tracker", "reid")
 LABEL_TYPES = SHAPE_TYPES + ("tag", "any")
@@ -25,6 +26,8 @@ RUNTIMES = ("python:3.9", "python:3.10", "python:3.11", "python:3.12")
 INT_ANNOTATIONS = ("version", "min_pos_points", "min_neg_points")
 BOOL_ANNOTATIONS = ("startswith_box", "startswith_box_optional")
 FALSY_LOOKING = ("false", "0", "no", "off", "none", "null")
+LOCK = ROOT / "requirements.lock"
+LOCK_FLAG = "-c /opt/nuclio/requirements.lock"
 NUCLIO_SDK_INSTALL = re.compile(r"\bpip3?\b.*\binstall\b.*(?<![\w-])nuclio[-_]sdk\b", re.IGNORECASE)
 
 
@@ -114,15 +117,54 @@ def handler_defined(directory: Path, handler: str) -> str | None:
     return None
 
 
-def lint_build(spec: dict) -> list[str]:
-    """Build commands must leave nuclio-sdk to Nuclio, whose build installs the version its wrapper pins (a
-    later ``pip install nuclio-sdk`` of Nuclio's finds one installed and keeps it)."""
+def installed_packages(command: str) -> list[str]:
+    """The distributions a ``pip install`` command names (options and their values left out)."""
+    words = shlex.split(command.split("pip install", 1)[1]) if "pip install" in command else []
+    names, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("-c", "-r", "--index-url", "--extra-index-url", "-i", "--constraint", "--requirement"):
+            skip = True
+        elif not word.startswith("-"):
+            names.append(canonical(re.split(r"[\[<>=!~;]", word, maxsplit=1)[0]))
+    return names
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked(lock: Path) -> set[str]:
+    return {canonical(line.split("==")[0]) for line in lock.read_text().splitlines() if "==" in line
+            and not line.startswith(("#", " "))} if lock.is_file() else set()
+
+
+def lint_build(spec: dict, lock: Path = LOCK) -> list[str]:
+    """Build commands leave nuclio-sdk to Nuclio (whose build installs the version its wrapper pins); every
+    ``pip install`` runs after the function's files are in the image (postCopy) with requirements.lock as
+    constraints, and installs only what the lock pins: an image runs what the tests ran."""
     build = spec.get("build") or {}
-    commands = [str(d.get("value", "")) for step in (build.get("directives") or {}).values()
-                if isinstance(step, list) for d in step if isinstance(d, dict)]
-    commands += [str(c) for c in build.get("commands") or []]
-    return [f"spec.build installs nuclio-sdk ({command.strip()[:50]}...); leave it to Nuclio, which installs the "
-            "version its Python wrapper pins" for command in commands if NUCLIO_SDK_INSTALL.search(command)]
+    directives = build.get("directives") or {}
+    problems, pinned = [], locked(lock)
+    steps = {**directives, "commands": [{"value": c} for c in build.get("commands") or []]}
+    for step, items in steps.items():
+        for item in items if isinstance(items, list) else []:
+            command = str(item.get("value", "")) if isinstance(item, dict) else ""
+            if "pip install" not in command:
+                continue
+            brief = command.strip()[:50]
+            if NUCLIO_SDK_INSTALL.search(command):
+                problems.append(f"spec.build installs nuclio-sdk ({brief}...); leave it to Nuclio, which installs the "
+                                "version its Python wrapper pins")
+            if step != "postCopy" or LOCK_FLAG not in command:
+                problems.append(f"spec.build: {brief}... must run in postCopy with {LOCK_FLAG}, so that the image "
+                                "gets the versions the tests ran with")
+            unpinned = [name for name in installed_packages(command) if name not in pinned]
+            if unpinned:
+                problems.append(f"spec.build installs {', '.join(unpinned)}, which requirements.lock does not pin "
+                                "(add it to a requirements file, then tools/fn lock)")
+    return problems
 
 
 def lint_config(path: Path, config: object) -> list[str]:

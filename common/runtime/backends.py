@@ -22,12 +22,11 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from common.core.gpu import driver_floor, driver_too_old
 from common.core.settings import env_bool, env_int, env_str
 
 BACKENDS = ("openvino", "onnxruntime")
 CUDA = "CUDAExecutionProvider"
-# The oldest NVIDIA driver branch each CUDA major version runs on (NVIDIA's CUDA compatibility table, Linux)
-DRIVER_FLOORS = {11: 450, 12: 525, 13: 580}
 
 
 class DeviceError(RuntimeError):
@@ -57,11 +56,10 @@ def driver_problem(cuda_version: str | None) -> str:
     if driver is None:
         return ("no NVIDIA driver is visible (no working nvidia-smi): run the container with the NVIDIA container "
                 "runtime (Docker: --gpus all; Nuclio: resources.limits nvidia.com/gpu) on a host with a driver")
-    major = int(cuda_version.split(".")[0]) if cuda_version and cuda_version.split(".")[0].isdigit() else None
-    floor = DRIVER_FLOORS.get(major)
-    if floor is not None and int(driver.split(".")[0]) < floor:
-        return (f"NVIDIA driver {driver} is too old for CUDA {cuda_version}, which needs the {floor} series or "
-                "newer: update the host's driver or build the image with wheels for an older CUDA")
+    if driver_too_old(driver, cuda_version):
+        return (f"NVIDIA driver {driver} is too old for CUDA {cuda_version}, which needs the "
+                f"{driver_floor(cuda_version)} series or newer: update the host's driver or build the image with "
+                "wheels for an older CUDA")
     return f"NVIDIA driver {driver} is visible"
 
 
