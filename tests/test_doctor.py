@@ -89,7 +89,7 @@ def test_the_dashboard_and_its_functions_as_cvat_reads_them(tmp_path, models_dir
 
 def test_deploy_check_runs_the_doctor_first_and_stops_on_a_problem(tmp_path):
     bin_dir = tools(tmp_path / "bin", DOCKER_29)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}  # a python3
     done = subprocess.run(["bash", str(ROOT / "deploy_gpu.sh"), "--check", str(YOLOX)], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "tools/doctor.py found problems" in done.stderr
