@@ -52,6 +52,8 @@ def pip_packages(config: dict) -> list[str]:
                 elif word in ("--index-url", "--extra-index-url", "-i"):
                     lines.append(f"--extra-index-url {words[n + 1]}")
                     skip = True
+                elif word in ("-c", "--constraint", "-r", "--requirement"):  # a file of the Nuclio image
+                    skip = True
                 elif not word.startswith("-") and word not in lines:
                     lines.append(word)
     return lines

@@ -281,6 +281,7 @@ def test_staged_code_loads_the_way_dataloop_loads_it(models_dir, data_dir, tmp_p
                                                          "function.yaml", "main.py", "model_handler.py",
                                                          "requirements.txt"]
     assert "onnxruntime" in (staged / "requirements.txt").read_text().split()
+    assert "/opt/nuclio" not in (staged / "requirements.txt").read_text()  # the yaml's -c file is the image's
     (module,) = app["components"]["modules"]
     (model,) = app["components"]["models"]
     script = f"""
