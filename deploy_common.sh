@@ -25,8 +25,10 @@ Options (each also read from the environment variable in brackets):
                         names (car,person) or a JSON/YAML file of names with prompts (needs python3)
                         [DEPLOY_LABELS]
   --dry-run             print every command and each staged context's files; run nothing  [DEPLOY_DRY_RUN=1]
-  --check               run tools/doctor.py first (Docker, nuctl, and the GPU for deploy_gpu.sh); stop on a
-                        problem  [DEPLOY_CHECK=1]
+  --check               run tools/doctor.py first (Docker, nuctl, and the GPU for deploy_gpu.sh; stop on a
+                        problem) and after deploying (each function listed by the dashboard at
+                        NUCLIO_DASHBOARD_URL, default http://localhost:8070, with CVAT's annotations)
+                        [DEPLOY_CHECK=1]
   -h, --help            this text
 
 CVAT_FUNCTIONS_REDIS_HOST, _PORT and _PASSWORD are passed to the functions when set.
@@ -153,7 +155,7 @@ deploy_main() {
   [ ${#folders[@]} -gt 0 ] || die "no function folders under ${paths[*]}"
 
   ensure_project
-  local summary=() failed=0 name staged extra var state port
+  local summary=() deployed=() failed=0 name staged extra var state port
   for dir in "${folders[@]}"; do
     if [ ! -f "$dir/$YAML_NAME" ]; then
       echo "skipped: $dir has no $YAML_NAME" >&2
@@ -190,7 +192,7 @@ deploy_main() {
         state="dry run"; port="-"
         (cd "$staged" && find . -type f | sort | sed 's/^/  staged: /')
       else
-        state="deployed"; port="$(function_port "$name")"
+        state="deployed"; port="$(function_port "$name")"; deployed+=(--function "$name")
       fi
     else
       state="FAILED"; port="-"; failed=$((failed + 1))
@@ -205,4 +207,8 @@ deploy_main() {
     printf '%-36s %-28s %s\n' "$name" "$state" "$port"
   done
   [ "$failed" = 0 ] || { echo "$failed function(s) failed to deploy; see nuctl's output above" >&2; return 1; }
+  if [ "$CHECK" = 1 ] && [ ${#deployed[@]} -gt 0 ]; then
+    python3 "$ROOT/tools/doctor.py" --functions-only --dashboard "${NUCLIO_DASHBOARD_URL:-http://localhost:8070}" \
+      "${deployed[@]}" || return 1
+  fi
 }

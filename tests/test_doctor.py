@@ -65,7 +65,8 @@ def test_missing_tools_are_named(tmp_path):
 @pytest.mark.parametrize("driver, runtimes, expected", [
     ("580.82.07, NVIDIA L4", RUNTIMES_NVIDIA, ["✓ NVIDIA driver 580.82.07 (NVIDIA L4) runs the images' CUDA 13.0",
                                               "✓ the NVIDIA container runtime is registered"]),
-    ("550.54.15, NVIDIA A10G", RUNTIMES_NVIDIA, ["✗ NVIDIA driver 550.54.15 (NVIDIA A10G) is older than the 580 series"]),
+    ("550.54.15, NVIDIA A10G", RUNTIMES_NVIDIA,
+     ["✗ NVIDIA driver 550.54.15 (NVIDIA A10G) is older than the 580 series"]),
     (None, RUNTIMES_PLAIN, ["✗ no NVIDIA driver answers here", "✗ the NVIDIA container runtime is not registered"]),
 ])
 def test_gpu_driver_against_the_images_cuda_and_the_container_runtime(tmp_path, driver, runtimes, expected):
@@ -95,3 +96,21 @@ def test_deploy_check_runs_the_doctor_first_and_stops_on_a_problem(tmp_path):
     assert done.returncode == 2 and "tools/doctor.py found problems" in done.stderr
     assert "refuses Docker API versions below 1.44" in done.stdout and "no NVIDIA driver answers" in done.stdout
     assert "nuctl deploy" not in done.stdout + done.stderr
+
+
+def test_deploy_check_looks_at_the_deployed_functions_afterwards(tmp_path, models_dir):
+    """After `nuctl deploy` (a stand-in), --check asks the dashboard (tools/fn serve here) for each deployed
+    function: listed, ready, with CVAT's annotations."""
+    bin_dir = tools(tmp_path / "bin", DOCKER_28, nuctl=None)
+    (bin_dir / "nuctl").write_text("#!/bin/sh\ncase \"$1 $2\" in\n"
+                                   f"  \"version \"*) cat <<'EOF'\n{NUCTL_113}\nEOF\n  ;;\n"
+                                   "  \"get function\") echo '{\"status\": {\"state\": \"ready\"}}' ;;\n"
+                                   "esac\n")
+    (bin_dir / "nuctl").chmod(0o755)
+    with running(YOLOX) as harness:
+        env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+               "NUCLIO_DASHBOARD_URL": dashboard_url(harness)}
+        done = subprocess.run(["bash", str(ROOT / "deploy_cpu.sh"), "--check", str(YOLOX)], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "✓ onnx-megvii-yolox: detector, ready, with the annotations CVAT reads" in done.stdout

@@ -51,8 +51,9 @@ def test_every_door_answers_every_folder_of_its_kinds(folder, scratch, models_di
         path = data_dir / "images" / IMAGES.get(name, "dog.jpg")
         data = path.read_bytes()
         threshold = 0.3 if model.env.get("MODEL_PATH") is None else 0.0  # random weights score low
-        replies = cvat({"image": base64.b64encode(data).decode(), "threshold": threshold}).payload
-        v7 = V7Door(model, V7Settings(threshold=threshold)).infer({"image": {"base64": base64.b64encode(data).decode()}})
+        encoded = base64.b64encode(data).decode()
+        replies = cvat({"image": encoded, "threshold": threshold}).payload
+        v7 = V7Door(model, V7Settings(threshold=threshold)).infer({"image": {"base64": encoded}})
         context = _DetectionFunctionContextImpl(frame_name=path.name, conf_threshold=threshold, conv_mask_to_poly=False)
         sdk = for_model(model).detect(context, PIL.Image.open(path))
         image = Image.from_bytes(data)

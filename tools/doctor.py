@@ -174,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard",
                         help="Nuclio's dashboard (or tools/fn serve) to check, e.g. http://localhost:8070")
     parser.add_argument("--function", action="append", default=[], help="a deployed function to check (repeatable)")
+    parser.add_argument("--functions-only", action="store_true", help="only the dashboard and its functions")
     parser.add_argument("--lock", default=str(ROOT / "requirements.lock"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     report = Report()
-    docker = check_docker(report) if args.platform == "local" else None
-    check_nuctl(report, docker)
-    if args.gpu:
+    if not args.functions_only:
+        docker = check_docker(report) if args.platform == "local" else None
+        check_nuctl(report, docker)
+    if args.gpu and not args.functions_only:
         check_gpu(report, lock_cuda(Path(args.lock)))
     if args.dashboard or args.function:
         check_dashboard(report, args.dashboard or "http://localhost:8070", args.function)
