@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from common.core.labels import Labels, read_config, spec_of
 from common.models.folder import find_folder, load_module
 
 from .config import ROOT
+from .lint import pip_installs
 
 ADAPTER = {"entryPoint": "common/doors/dataloop.py", "className": "Adapter"}
 OUTPUT_TYPES = {"rectangle": "box", "polygon": "segment", "mask": "binary", "points": "point", "skeleton": "point"}
@@ -40,22 +40,10 @@ def pip_packages(config: dict) -> list[str]:
     for directive in [d for group in directives.values() for d in (group or [])]:
         if not isinstance(directive, dict) or directive.get("kind") != "RUN":
             continue
-        for command in str(directive.get("value", "")).split("&&"):
-            words = shlex.split(command)
-            if "pip" not in words or "install" not in words[words.index("pip"):]:
-                continue
-            words = words[words.index("install", words.index("pip")) + 1:]
-            skip = False
-            for n, word in enumerate(words):
-                if skip:
-                    skip = False
-                elif word in ("--index-url", "--extra-index-url", "-i"):
-                    lines.append(f"--extra-index-url {words[n + 1]}")
-                    skip = True
-                elif word in ("-c", "--constraint", "-r", "--requirement"):  # a file of the Nuclio image
-                    skip = True
-                elif not word.startswith("-") and word not in lines:
-                    lines.append(word)
+        for requirements, indexes in pip_installs(str(directive.get("value", ""))):
+            for line in [f"--extra-index-url {url}" for url in indexes] + requirements:
+                if line not in lines:
+                    lines.append(line)
     return lines
 
 

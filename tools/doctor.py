@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repository root holds common/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.core.gpu import driver_floor, driver_too_old  # noqa: E402
+from common.core.gpu import driver_floor, driver_too_old, nvidia_smi  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTED_NUCLIO = "1.13"
@@ -109,14 +109,13 @@ def lock_cuda(lock: Path) -> str:
 
 
 def check_gpu(report: Report, cuda: str) -> None:
-    got = run("nvidia-smi", "--query-gpu=driver_version,name", "--format=csv,noheader")
+    found = nvidia_smi()
     floor = driver_floor(cuda)
-    if got is None or got.returncode != 0 or not got.stdout.strip():
+    if found is None:
         report.bad("no NVIDIA driver answers here (nvidia-smi missing or failing)",
                    f"install the NVIDIA driver ({floor} series or newer for the images' CUDA {cuda})")
     else:
-        driver, _, name = got.stdout.strip().splitlines()[0].partition(",")
-        driver, name = driver.strip(), name.strip()
+        driver, name = found
         if driver_too_old(driver, cuda):
             report.bad(f"NVIDIA driver {driver} ({name}) is older than the {floor} series the images' CUDA {cuda} "
                        "needs: torch in the GPU images would see no GPU",

@@ -216,6 +216,11 @@ def trigger_path(raw: str) -> str:
     return "/" + "/".join(parts) + ("/" if trailing and parts else "")
 
 
+def invocation_path(path: str) -> bool:
+    """Whether a dashboard path is ``/api/function_invocations`` (or below it, as Nuclio's router takes it)."""
+    return (path.rstrip("/") + "/").startswith("/api/function_invocations/")
+
+
 def query_fields(raw: str) -> dict[str, str]:
     return dict(parse_qsl(urlparse(raw).query, keep_blank_values=True))
 
@@ -358,7 +363,7 @@ class _DashboardHandler(_Handler):
         with the request's method and every header; ``x-nuclio*`` headers of the reply are dropped."""
         started = time.perf_counter()
         functions: dict[str, FunctionRuntime] = self.server.functions
-        if not (urlparse(self.path).path.rstrip("/") + "/").startswith("/api/function_invocations/"):
+        if not invocation_path(urlparse(self.path).path):
             self._json(404 if self.command in ("GET", "POST") else 405, {"error": f"no such endpoint: {self.path}"},
                        started)
             return
@@ -382,11 +387,11 @@ class _DashboardHandler(_Handler):
         self._reply(reply, started, name)
 
     def do_GET(self):
-        path = urlparse(self.path).path.rstrip("/")
-        if path == "/api/function_invocations" or path.startswith("/api/function_invocations/"):
+        path = urlparse(self.path).path
+        if invocation_path(path):
             self._invoke()
         else:
-            self._describe(path)
+            self._describe(path.rstrip("/"))
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _invoke
 

@@ -6,6 +6,7 @@ Each problem is one line ``<file>: <problem>``; the command exits non-zero when 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import shlex
@@ -28,7 +29,6 @@ BOOL_ANNOTATIONS = ("startswith_box", "startswith_box_optional")
 FALSY_LOOKING = ("false", "0", "no", "off", "none", "null")
 LOCK = ROOT / "requirements.lock"
 LOCK_FLAG = "-c /opt/nuclio/requirements.lock"
-NUCLIO_SDK_INSTALL = re.compile(r"\bpip3?\b.*\binstall\b.*(?<![\w-])nuclio[-_]sdk\b", re.IGNORECASE)
 
 
 def named_items(items: object, where: str, what: str, problems: list[str]):
@@ -117,24 +117,41 @@ def handler_defined(directory: Path, handler: str) -> str | None:
     return None
 
 
+def pip_installs(command: str) -> list[tuple[list[str], list[str]]]:
+    """Each ``pip install`` of a shell command (``&&`` chains, ``VAR=x pip install``): the requirements as
+    written and the index URLs it names; other options and the files of ``-c``/``-r`` left out."""
+    found = []
+    for part in command.split("&&"):
+        words = shlex.split(part)
+        if "pip" not in words or "install" not in words[words.index("pip"):]:
+            continue
+        words = words[words.index("install", words.index("pip")) + 1:]
+        requirements, indexes, skip = [], [], False
+        for n, word in enumerate(words):
+            if skip:
+                skip = False
+            elif word in ("--index-url", "--extra-index-url", "-i"):
+                indexes.append(words[n + 1])
+                skip = True
+            elif word in ("-c", "--constraint", "-r", "--requirement"):
+                skip = True
+            elif not word.startswith("-"):
+                requirements.append(word)
+        found.append((requirements, indexes))
+    return found
+
+
 def installed_packages(command: str) -> list[str]:
-    """The distributions a ``pip install`` command names (options and their values left out)."""
-    words = shlex.split(command.split("pip install", 1)[1]) if "pip install" in command else []
-    names, skip = [], False
-    for word in words:
-        if skip:
-            skip = False
-        elif word in ("-c", "-r", "--index-url", "--extra-index-url", "-i", "--constraint", "--requirement"):
-            skip = True
-        elif not word.startswith("-"):
-            names.append(canonical(re.split(r"[\[<>=!~;]", word, maxsplit=1)[0]))
-    return names
+    """The distributions (canonical names) a command's ``pip install`` s name."""
+    return [canonical(re.split(r"[\[<>=!~;]", word, maxsplit=1)[0])
+            for requirements, _ in pip_installs(command) for word in requirements]
 
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@functools.lru_cache(maxsize=4)
 def locked(lock: Path) -> set[str]:
     return {canonical(line.split("==")[0]) for line in lock.read_text().splitlines() if "==" in line
             and not line.startswith(("#", " "))} if lock.is_file() else set()
@@ -154,13 +171,14 @@ def lint_build(spec: dict, lock: Path = LOCK) -> list[str]:
             if "pip install" not in command:
                 continue
             brief = command.strip()[:50]
-            if NUCLIO_SDK_INSTALL.search(command):
+            installed = installed_packages(command)
+            if "nuclio-sdk" in installed:
                 problems.append(f"spec.build installs nuclio-sdk ({brief}...); leave it to Nuclio, which installs the "
                                 "version its Python wrapper pins")
             if step != "postCopy" or LOCK_FLAG not in command:
                 problems.append(f"spec.build: {brief}... must run in postCopy with {LOCK_FLAG}, so that the image "
                                 "gets the versions the tests ran with")
-            unpinned = [name for name in installed_packages(command) if name not in pinned]
+            unpinned = [name for name in installed if name not in pinned]
             if unpinned:
                 problems.append(f"spec.build installs {', '.join(unpinned)}, which requirements.lock does not pin "
                                 "(add it to a requirements file, then tools/fn lock)")

@@ -90,14 +90,14 @@ class Model:
 
     @property
     def name(self) -> str:
-        return str(self.config["metadata"]["name"])
+        return self.function.name
 
     @cached_property
     def labels(self) -> Labels:
         return Labels.from_spec(spec_of(self.config))
 
     def admit(self, *images: Image) -> None:
-        """Refuse (413) images whose decoding plus this model's work on them would take more than
+        """Refuse (400) images whose decoding plus this model's work on them would take more than
         ``IMAGE_MAX_MEMORY_MB``, from their headers alone: every door calls it before the model runs."""
         for image in images:
             image.require_memory(self.work_bytes_per_pixel, self.max_aspect)

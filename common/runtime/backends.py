@@ -15,14 +15,12 @@ Environment:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from common.core.gpu import driver_floor, driver_too_old
+from common.core.gpu import driver_floor, driver_too_old, nvidia_smi
 from common.core.settings import env_bool, env_int, env_str
 
 BACKENDS = ("openvino", "onnxruntime")
@@ -37,25 +35,16 @@ def cpu_fallback() -> bool:
     return env_bool("ALLOW_CPU_FALLBACK", False)
 
 
-def nvidia_driver() -> str | None:
-    """The NVIDIA driver version ``nvidia-smi`` reports, None when no driver is visible here."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = out.stdout.split()
-    return lines[0] if out.returncode == 0 and lines else None
+NO_DRIVER = ("no NVIDIA driver is visible (no working nvidia-smi): run the container with the NVIDIA container "
+             "runtime (Docker: --gpus all; Nuclio: resources.limits nvidia.com/gpu) on a host with a driver")
 
 
 def driver_problem(cuda_version: str | None) -> str:
     """What the NVIDIA driver lacks for ``cuda_version`` (the runtime a package was built for)."""
-    driver = nvidia_driver()
-    if driver is None:
-        return ("no NVIDIA driver is visible (no working nvidia-smi): run the container with the NVIDIA container "
-                "runtime (Docker: --gpus all; Nuclio: resources.limits nvidia.com/gpu) on a host with a driver")
+    found = nvidia_smi()
+    if found is None:
+        return NO_DRIVER
+    driver = found[0]
     if driver_too_old(driver, cuda_version):
         return (f"NVIDIA driver {driver} is too old for CUDA {cuda_version}, which needs the "
                 f"{driver_floor(cuda_version)} series or newer: update the host's driver or build the image with "
@@ -82,9 +71,7 @@ def ort_gpu_problems() -> list[str]:
 
     if CUDA not in ort.get_available_providers():
         return [f"onnxruntime {ort.__version__} has no {CUDA} (install onnxruntime-gpu instead of onnxruntime)"]
-    if nvidia_driver() is None:
-        return [driver_problem(None)]
-    return []
+    return [NO_DRIVER] if nvidia_smi() is None else []
 
 
 def require_gpu(warn: Callable[[str], None]) -> None:
