@@ -157,9 +157,9 @@ def test_image_urls_only_from_allowed_hosts_within_limits(models_dir, image_serv
 
 
 def test_an_oversized_image_url_is_cut_off(models_dir, image_server):
-    from common.doors.v7 import Fetcher, V7Settings
+    from common.doors.v7 import V7Settings, fetcher
 
-    fetch = Fetcher(V7Settings(allowed_hosts="127.0.0.1", allow_http=True, fetch_timeout=5), limit=len(Images.data) * 2)
+    fetch = fetcher(V7Settings(allowed_hosts="127.0.0.1", allow_http=True, fetch_timeout=5), limit=len(Images.data) * 2)
     assert fetch(f"{image_server}/dog.jpg") == Images.data
     with pytest.raises(Exception, match="more than"):
         fetch(f"{image_server}/big")

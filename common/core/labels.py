@@ -81,12 +81,13 @@ class Labels:
 
     @classmethod
     def from_spec(cls, spec: list[dict]) -> "Labels":
-        items = tuple(Label.from_spec(item) for item in spec)
-        return cls(
-            items,
-            {label.id: label for label in items if label.id is not None},
-            {label.name: label for label in items},
-        )
+        return cls.of(Label.from_spec(item) for item in spec)
+
+    @classmethod
+    def of(cls, labels) -> "Labels":
+        items = tuple(labels)
+        return cls(items, {label.id: label for label in items if label.id is not None},
+                   {label.name: label for label in items})
 
     @classmethod
     def from_function_yaml(cls, path: str | Path) -> "Labels":

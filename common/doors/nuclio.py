@@ -13,8 +13,9 @@ Both must be plain functions of ``main.py`` itself: Nuclio's Python wrapper impo
 
 ``init`` builds the model once per worker (loading it) with its doors; when it fails, the exception ends the
 worker as Nuclio intends (the function never reports ready). ``handle`` answers every event with JSON and lets
-nothing escape, since the wrapper turns an escaping exception into a ``500 text/plain`` holding the traceback:
-200 with the reply, the :class:`~common.core.errors.FunctionError` status with ``{"error": message}`` (V7's
+nothing escape, since the wrapper turns an escaping exception into a ``500 text/plain`` holding the traceback.
+Calls are told apart by path: V7's (``/infer``, ``/classes``), Label Studio's (``/health``, ``/setup``,
+``/predict``, ``/webhook``, ``/versions``), and every other path is CVAT's. The answer is 200 with the reply, the :class:`~common.core.errors.FunctionError` status with ``{"error": message}`` (V7's
 failure form on V7's paths), 503 when ``init`` never ran or failed in this worker, 500 with ``{"error":
 "internal error (...)"}`` while the traceback goes to the log only.
 """
@@ -28,8 +29,9 @@ from typing import Any, Callable
 import nuclio_sdk
 
 from common.core.errors import FunctionError, RequestError
-from common.doors import v7
+from common.doors import label_studio, v7
 from common.doors.cvat.door import door_for
+from common.doors.label_studio import LabelStudioDoor
 from common.doors.v7 import V7Door
 from common.models.base import Model
 
@@ -77,18 +79,24 @@ def init(context: Any, model_cls: type[Model]) -> None:
     503, then raised so that the worker never serves."""
     try:
         model = model_cls(log=context.logger.warn)
-        context.user_data.doors = (door_for(model), V7Door(model) if model.kind == "detector" else None)
+        context.user_data.doors = (door_for(model), V7Door(model) if model.kind == "detector" else None,
+                                   label_studio.door_for(model))
     except BaseException as exc:
         context.user_data.init_error = f"{type(exc).__name__}: {exc}"
         raise
 
 
 def handle(context: Any, event: Any) -> nuclio_sdk.Response:
-    """``handler``: V7's paths go to the V7 door (detectors only), every other call to CVAT's."""
-    call = v7.route(text(getattr(event, "path", "/")))
+    """``handler``: V7's paths go to the V7 door (detectors only), Label Studio's to its door (detectors and
+    interactors), every other call to CVAT's."""
+    path = text(getattr(event, "path", "/"))
+    call, studio = v7.route(path), label_studio.route(path)
     failed: Callable[[str], Any] = v7.failed if call else (lambda message: {"error": message})
     try:
-        cvat, v7door = _doors(context)
+        cvat, v7door, studio_door = _doors(context)
+        if studio is not None:
+            payload, headers = _label_studio_call(studio_door, studio, event)
+            return json_response(payload, headers=headers)
         if call is None:
             reply = cvat(decode_body(event.body))
             return json_response(reply.payload, headers=reply.headers)
@@ -119,3 +127,12 @@ def _v7_call(door: V7Door | None, call: str, event: Any) -> Any:
     if text(getattr(event, "method", "POST") or "POST").upper() != "POST":
         raise FunctionError("V7's /infer takes POST", 405)
     return door.infer(decode_body(event.body))
+
+
+def _label_studio_call(door: LabelStudioDoor | None, call: str, event: Any) -> tuple[Any, dict[str, str]]:
+    """A Label Studio ML backend call (``/health``, ``/setup``, ``/predict``, ``/webhook``, ``/versions``)."""
+    if door is None:
+        raise FunctionError("Label Studio calls detectors and interactors; this function is neither", 404)
+    door.authorize(call, getattr(event, "headers", None) or {})
+    method = text(getattr(event, "method", "POST") or "POST").upper()
+    return door.call(call, method, lambda: decode_body(event.body))

@@ -15,30 +15,22 @@ or by a secret header (``V7_SECRET_HEADER`` names it, ``V7_SECRET`` is its value
 
 from __future__ import annotations
 
-import base64
-import hmac
-import socket
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from common.core.errors import FunctionError, RequestError
+from common.core.auth import require_basic_auth, require_header
+from common.core.errors import RequestError
 from common.core.image import Image
 from common.core.labels import Labels
 from common.core.results import Detections, Shape
 from common.core.settings import Settings, polygon_epsilon, setting
 from common.models.base import Detector
+from common.runtime.fetch import Fetcher, host_list
 
 PATHS = {"/classes": "classes", "/api/classes": "classes", "/infer": "infer", "/api/infer": "infer"}
 TYPES = {"rectangle": "bounding_box", "polygon": "polygon", "mask": "polygon", "points": "keypoint",
          "skeleton": "skeleton", "tag": "tag", "ellipse": "ellipse", "polyline": "line", "cuboid": "cuboid",
          "any": "bounding_box"}
-
-
-class Unauthorized(FunctionError):
-    status = 401
 
 
 @dataclass(frozen=True)
@@ -50,6 +42,12 @@ class V7Settings(Settings):
     basic_auth: str = setting("V7_BASIC_AUTH", "")
     secret_header: str = setting("V7_SECRET_HEADER", "")
     secret: str = setting("V7_SECRET", "")
+
+
+def fetcher(settings: V7Settings, limit: int) -> Fetcher:
+    """The image URL fetcher of V7's settings, within ``limit`` bytes."""
+    return Fetcher(host_list(settings.allowed_hosts), settings.allow_http, settings.fetch_timeout, limit,
+                   hint="send image.base64")
 
 
 def route(path: str) -> str | None:
@@ -103,60 +101,6 @@ def results(detections: Detections, labels: Labels, width: int, height: int) -> 
     return found
 
 
-# ---------------------------------------------------------------- image URLs
-
-def host_allowed(host: str, allowed: list[str]) -> bool:
-    host = host.lower().rstrip(".")
-    return any(host == entry or (entry.startswith(".") and (host.endswith(entry) or host == entry[1:]))
-               for entry in allowed)
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    def __init__(self, check):
-        self.check = check
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        self.check(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-class Fetcher:
-    """Fetches an image URL on V7's behalf, within the operator's limits."""
-
-    def __init__(self, settings: V7Settings, limit: int):
-        self.allowed = [h.strip().lower() for h in settings.allowed_hosts.split(",") if h.strip()]
-        self.allow_http, self.timeout, self.limit = settings.allow_http, settings.fetch_timeout, limit
-
-    def check(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
-        schemes = ("https", "http") if self.allow_http else ("https",)
-        if parts.scheme not in schemes:
-            raise RequestError(f"image.url must be {' or '.join(schemes)} (V7_ALLOW_HTTP allows http)")
-        if not host_allowed(parts.hostname or "", self.allowed):
-            raise RequestError(f"image.url: host {parts.hostname!r} is not in V7_ALLOWED_HOSTS")
-
-    def __call__(self, url: object) -> bytes:
-        if not isinstance(url, str) or not url:
-            raise RequestError("image.url must be a URL string")
-        if not self.allowed:
-            raise RequestError("image.url is refused: no host is allowed (set V7_ALLOWED_HOSTS), send image.base64")
-        self.check(url)
-        opener = urllib.request.build_opener(_Redirects(self.check))
-        try:
-            with opener.open(urllib.request.Request(url, headers={"Accept": "image/*"}), timeout=self.timeout) as got:
-                data = got.read(self.limit + 1)
-        except RequestError:
-            raise
-        except urllib.error.HTTPError as exc:
-            raise RequestError(f"image.url answered HTTP {exc.code}") from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, OSError) as exc:
-            raise RequestError(f"image.url could not be fetched within {self.timeout:g} s: "
-                               f"{getattr(exc, 'reason', exc)}") from None
-        if len(data) > self.limit:
-            raise RequestError(f"image.url holds more than {self.limit} bytes (the function's body limit)")
-        return data
-
-
 # ---------------------------------------------------------------- the door
 
 class V7Door:
@@ -165,19 +109,15 @@ class V7Door:
     def __init__(self, model: Detector, settings: V7Settings | None = None):
         self.model = model
         self.settings = settings if settings is not None else V7Settings.from_env()
-        self.fetch = Fetcher(self.settings, model.function.body_limit)  # the same limit as a request body
+        self.fetch = fetcher(self.settings, model.function.body_limit)  # the same limit as a request body
         self.threshold = self.settings.threshold if self.settings.threshold >= 0 else None  # None: the model's
 
     def authorize(self, headers: Mapping[str, str]) -> None:
         """401 unless the request carries the configured basic auth or secret header (none configured: open)."""
-        lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
         if self.settings.basic_auth:
-            expected = "Basic " + base64.b64encode(self.settings.basic_auth.encode()).decode()
-            if not hmac.compare_digest(lowered.get("authorization", ""), expected):
-                raise Unauthorized("V7 endpoint: wrong or missing basic authentication")
+            require_basic_auth(headers, self.settings.basic_auth, "V7 endpoint")
         if self.settings.secret_header:
-            if not hmac.compare_digest(lowered.get(self.settings.secret_header.lower(), ""), self.settings.secret):
-                raise Unauthorized(f"V7 endpoint: wrong or missing {self.settings.secret_header} header")
+            require_header(headers, self.settings.secret_header, self.settings.secret, "V7 endpoint")
 
     def image(self, body: object) -> Image:
         if not isinstance(body, Mapping) or not isinstance(body.get("image"), Mapping):

@@ -137,31 +137,40 @@ class Detector(Model):
 
     kind: ClassVar[str] = "detector"
     default_threshold: ClassVar[float] = 0.5  # when a request names none
+    open_vocabulary: ClassVar[bool] = False  # whether it finds labels by name beyond its spec (:meth:`vocabulary`)
 
-    def run(self, image: Image, threshold: float | None = None, labels: Sequence[str] | None = None) -> Detections:
+    def run(self, image: Image, threshold: float | None = None, labels: Sequence[str] | None = None,
+            vocabulary: Labels | None = None) -> Detections:
         """What every door calls: the memory guard, the model's default threshold when the request names none,
-        and, when ``labels`` are given, only those spec labels (:meth:`detect_labels`)."""
+        and, when ``labels`` are given, only those labels of ``vocabulary`` (default: the spec's labels; see
+        :meth:`vocabulary`), whose ids the detections' class ids then are (:meth:`detect_labels`)."""
         self.admit(image)
         threshold = self.default_threshold if threshold is None else threshold
         if labels is None:
             return self.detect(image, threshold)
-        return self.detect_labels(image, threshold, labels)
+        return self.detect_labels(image, threshold, labels, vocabulary)
+
+    def vocabulary(self, names: Sequence[str]) -> Labels:
+        """The labels a request naming ``names`` can get: the spec's, for a model with a fixed class list."""
+        return self.labels
 
     def detect(self, image: Image, threshold: float) -> Detections:
         raise NotImplementedError
 
-    def detect_labels(self, image: Image, threshold: float, names: Sequence[str]) -> Detections:
-        """Only the detections of the spec labels ``names`` (unknown names are a 400). Text-prompted models
-        override :meth:`detect_prompts` and prompt for those labels alone."""
-        unknown = [name for name in names if name not in self.labels.by_name]
+    def detect_labels(self, image: Image, threshold: float, names: Sequence[str],
+                      vocabulary: Labels | None = None) -> Detections:
+        """Only the detections of the labels ``names`` of ``vocabulary`` (default: the spec's; unknown names are
+        a 400). Text-prompted models override :meth:`detect_prompts` and prompt for those labels alone."""
+        vocabulary = self.labels if vocabulary is None else vocabulary
+        unknown = [name for name in names if name not in vocabulary.by_name]
         if unknown:
-            names = [label.name for label in self.labels]
+            names = [label.name for label in vocabulary]
             listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
             raise RequestError(f"labels: {', '.join(map(repr, unknown[:5]))} not among this function's labels "
                                f"({listed})")
-        labels = [self.labels.by_name[name] for name in dict.fromkeys(names)]
+        labels = [vocabulary.by_name[name] for name in dict.fromkeys(names)]
         found = self.detect_prompts(image, threshold, labels)
-        ids = [self.labels.id_of(label) for label in labels]
+        ids = [vocabulary.id_of(label) for label in labels]
         return found[np.isin(found.class_id, ids)]
 
     def detect_prompts(self, image: Image, threshold: float, labels: Sequence[Label]) -> Detections:

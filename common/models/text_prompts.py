@@ -10,12 +10,13 @@ for gated checkpoints).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from common.core.errors import UnavailableError
 from common.core.image import Image
-from common.core.labels import Label
+from common.core.labels import Label, Labels
 from common.core.results import Detections
 from common.core.settings import env_str
 from common.models.base import Detector
@@ -58,6 +59,7 @@ class TextPromptedDetector(Detector):
     :meth:`detect_prompts`; every spec label is prompted for unless a request names some."""
 
     hub_name: ClassVar[str]
+    open_vocabulary: ClassVar[bool] = True
     licence_page: ClassVar[str | None] = None  # for gated checkpoints: where the licence is accepted
 
     def from_pretrained(self, loader: Callable[..., Any]) -> Any:
@@ -66,6 +68,20 @@ class TextPromptedDetector(Detector):
 
     def detect(self, image: Image, threshold: float) -> Detections:
         return self.detect_prompts(image, threshold, list(self.labels))
+
+    def vocabulary(self, names: Sequence[str]) -> Labels:
+        """The spec's labels and one more for each name the spec lacks, looked for under that name (a
+        platform's own label names as the vocabulary), each with an explicit id, new ones after the spec's."""
+        ids = [self.labels.id_of(label) for label in self.labels]
+        extra = [name for name in dict.fromkeys(names) if name not in self.labels.by_name]
+        kind = self.labels.items[0].type if len(self.labels) else "any"
+        first = max(ids, default=-1) + 1
+        return Labels.of([replace(label, id=i) for label, i in zip(self.labels, ids)]
+                         + [Label(name, kind, first + k) for k, name in enumerate(extra)])
+
+    def class_id(self, label: Label) -> int:
+        """The class id of a label this model was prompted with (a spec label or one of :meth:`vocabulary`)."""
+        return label.id if label.id is not None else self.labels.id_of(label)
 
     def detect_prompts(self, image: Image, threshold: float, labels: Sequence[Label]) -> Detections:
         raise NotImplementedError

@@ -58,7 +58,7 @@ class ModelHandler(TextPromptedDetector):
             (found,) = self.processor.post_process_instance_segmentation(
                 outputs, threshold=threshold, mask_threshold=self.settings.mask_threshold,
                 target_sizes=[(height, width)])
-            rows.append(self.instances(found, self.labels.id_of(owner)))
+            rows.append(self.instances(found, self.class_id(owner)))
         found = Detections.concatenate(rows) if rows else Detections.empty()
         if len(found) and any(len(label.phrases) > 1 for label in labels):
             found = found.nms(self.settings.merge_iou)  # class-aware: one label's phrases, never two labels

@@ -44,7 +44,7 @@ class ModelHandler(TextPromptedDetector):
                                                                           target_sizes=[(side, side)])
         if len(found["scores"]) == 0:
             return Detections.empty()
-        class_ids = [self.labels.id_of(owners[int(i)]) for i in found["labels"]]
+        class_ids = [self.class_id(owners[int(i)]) for i in found["labels"]]
         detections = Detections(found["boxes"].float().cpu().numpy().astype(np.float64),
                                 found["scores"].float().cpu().numpy().astype(np.float64), class_ids)
         clipped = detections.clip(*image.size)

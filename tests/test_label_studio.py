@@ -1,0 +1,262 @@
+"""The Label Studio door against a real Label Studio 1.23 server (tests/label_studio.py): projects with real
+labeling configs, tasks uploaded to Label Studio, our served function connected as the project's ML backend, and
+what Label Studio stored read back and compared with what the model finds in the same image."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+from label_studio_sdk.converter.brush import decode_rle
+from label_studio_sdk.label_interface import LabelInterface
+
+from common.core.image import Image
+from common.core.prompts import Prompt
+from common.models.folder import load_model
+from tests.conftest import ROOT, function_url, http, running
+from tests.label_studio import LabelStudio
+
+FUNCTIONS = ROOT / "functions"
+YOLOX = FUNCTIONS / "onnx" / "megvii" / "yolox" / "nuclio"
+YUNET = FUNCTIONS / "opencv" / "shiqiyu" / "yunet" / "nuclio"
+PPOCR = FUNCTIONS / "onnx" / "paddlepaddle" / "ppocr" / "nuclio"
+MASK_RCNN = FUNCTIONS / "pytorch" / "torchvision" / "maskrcnn" / "nuclio"
+GRABCUT = FUNCTIONS / "opencv" / "opencv" / "grabcut" / "nuclio"
+
+BOXES = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="label" toName="image"><Label value="dog"/><Label value="Vehicle" predicted_values="car,truck"/>
+<Label value="unicorn"/></RectangleLabels></View>"""
+FACES = """<View><Image name="image" value="$image"/>
+<RectangleLabels name="face" toName="image"><Label value="face"/></RectangleLabels>
+<KeyPointLabels name="points" toName="image"><Label value="right eye"/><Label value="left eye"/><Label value="nose tip"/>
+<Label value="right mouth corner"/><Label value="left mouth corner"/></KeyPointLabels></View>"""
+TEXT = """<View><Image name="image" value="$image"/>
+<PolygonLabels name="line" toName="image"><Label value="text"/></PolygonLabels>
+<TextArea name="transcription" toName="image" perRegion="true" editable="true"/></View>"""
+BRUSH = """<View><Image name="image" value="$image"/>
+<BrushLabels name="mask" toName="image">{labels}</BrushLabels></View>"""
+SMART = """<View><Image name="image" value="$image"/>
+<BrushLabels name="mask" toName="image"><Label value="object"/></BrushLabels>
+<PolygonLabels name="outline" toName="image"><Label value="object"/></PolygonLabels>
+<KeyPointLabels name="click" toName="image" smart="true"><Label value="object"/></KeyPointLabels>
+<RectangleLabels name="box" toName="image" smart="true"><Label value="object"/></RectangleLabels></View>"""
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    server = LabelStudio(tmp_path_factory.mktemp("label-studio"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def studio_env(studio, monkeypatch):
+    """The variables a function needs to fetch Label Studio's uploaded images."""
+    monkeypatch.setenv("LABEL_STUDIO_URL", studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.token)
+    return studio
+
+
+def stored(studio: LabelStudio, config: str, folder: Path, images: list[Path]) -> tuple[list[list[dict]], list[int]]:
+    """A project with ``config``, the images uploaded as tasks, the function at ``folder`` connected, its
+    predictions retrieved through the Data Manager action: the predictions Label Studio stored per task."""
+    project = studio.project(config)
+    tasks = studio.upload(project, *images)
+    with running(folder, timeout=300) as harness:
+        studio.connect(project, function_url(harness))
+        studio.retrieve(project, tasks)
+    return [studio.predictions(task) for task in tasks], tasks
+
+
+def only_prediction(found: list[dict], config: str) -> dict:
+    assert len(found) == 1, found
+    prediction = found[0]
+    assert prediction["model_version"] and prediction["result"], prediction
+    assert LabelInterface(config).validate_prediction(prediction, return_errors=True) == []
+    return prediction
+
+
+def test_yolox_boxes_are_stored_as_our_detections(studio_env, data_dir, models_dir):
+    dog = data_dir / "images" / "dog.jpg"
+    found, _ = stored(studio_env, BOXES, YOLOX, [dog])
+    prediction = only_prediction(found[0], BOXES)
+    model = load_model(YOLOX)
+    image = Image.from_bytes(dog.read_bytes())
+    expected = [s for s in model.run(image).shapes(model.labels, *image.size) if s.label.name in ("dog", "car", "truck")]
+    regions = prediction["result"]
+    assert len(regions) == len(expected) >= 2
+    width, height = image.size
+    for region, shape in zip(regions, expected):
+        x1, y1, x2, y2 = shape.box
+        value = region["value"]
+        assert value["rectanglelabels"] == ["dog" if shape.label.name == "dog" else "Vehicle"]
+        assert np.allclose([value["x"], value["y"], value["width"], value["height"]],
+                           [100 * x1 / width, 100 * y1 / height, 100 * (x2 - x1) / width, 100 * (y2 - y1) / height],
+                           atol=0.01)
+        assert region["score"] == pytest.approx(shape.score, abs=1e-6)
+        assert (region["original_width"], region["original_height"]) == (width, height)
+    assert prediction["score"] == pytest.approx(np.mean([s.score for s in expected]), abs=1e-6)
+
+
+def test_yunet_faces_with_named_keypoints(studio_env, data_dir, models_dir):
+    grace = data_dir / "images" / "grace_hopper.png"
+    found, _ = stored(studio_env, FACES, YUNET, [grace])
+    prediction = only_prediction(found[0], FACES)
+    model = load_model(YUNET)
+    image = Image.from_bytes(grace.read_bytes())
+    shapes = model.run(image).shapes(model.labels, *image.size)
+    skeleton = next(s for s in shapes if s.geometry == "skeleton")
+    points = {r["value"]["keypointlabels"][0]: r["value"] for r in prediction["result"] if r["type"] == "keypointlabels"}
+    assert set(points) == {s.name for s in skeleton.label.sublabels}
+    for sublabel, (x, y, _) in zip(skeleton.label.sublabels, skeleton.keypoints):
+        assert points[sublabel.name]["x"] == pytest.approx(100 * x / image.size[0], abs=0.01)
+        assert points[sublabel.name]["y"] == pytest.approx(100 * y / image.size[1], abs=0.01)
+    faces = [r for r in prediction["result"] if r["type"] == "rectanglelabels"]
+    assert [r["value"]["rectanglelabels"] for r in faces] == [["face"]] * sum(s.label.name == "face" for s in shapes)
+
+
+def test_ppocr_text_in_a_per_region_textarea(studio_env, data_dir, models_dir):
+    page = data_dir / "images" / "page.png"
+    found, _ = stored(studio_env, TEXT, PPOCR, [page])
+    prediction = only_prediction(found[0], TEXT)
+    model = load_model(PPOCR)
+    image = Image.from_bytes(page.read_bytes())
+    shapes = model.run(image).shapes(model.labels, *image.size)
+    lines = {r["id"]: r for r in prediction["result"] if r["type"] == "polygonlabels"}
+    texts = {r["id"]: r["value"]["text"][0] for r in prediction["result"] if r["type"] == "textarea"}
+    assert len(lines) == len(texts) == len(shapes) > 0
+    assert sorted(texts.values()) == sorted(str(s.attributes["text"]) for s in shapes)
+    assert set(texts) == set(lines)
+
+
+def test_mask_rcnn_brush_masks_pixel_for_pixel(studio_env, data_dir, tmp_path, monkeypatch):
+    from tools.replies import random_weights
+
+    env = {**random_weights(MASK_RCNN, tmp_path), "LABEL_STUDIO_THRESHOLD": "0.05", "DETECTIONS_PER_IMAGE": "5"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    person = data_dir / "images" / "person.jpg"
+    model = load_model(MASK_RCNN)
+    image = Image.from_bytes(person.read_bytes())
+    shapes = [s for s in model.run(image, 0.05).shapes(model.labels, *image.size) if s.geometry == "mask"]
+    assert shapes, "random weights found nothing to compare"
+    names = sorted({s.label.name for s in shapes})
+    config = BRUSH.format(labels="".join(f'<Label value="{name}"/>' for name in names))
+    found, _ = stored(studio_env, config, MASK_RCNN, [person])
+    prediction = only_prediction(found[0], config)
+    regions = prediction["result"]
+    assert len(regions) == len(shapes)
+    width, height = image.size
+    for region, shape in zip(regions, shapes):
+        assert region["value"]["format"] == "rle" and region["value"]["brushlabels"] == [shape.label.name]
+        pixels = decode_rle(region["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
+        assert np.array_equal(pixels, shape.mask.full(width, height))
+
+
+def test_grabcut_answers_the_smart_tools(studio_env, data_dir):
+    """Label Studio's interactive-annotating call: a box and a negative click become a brush mask and its
+    outline, equal to GrabCut's own answer to the same prompt."""
+    dog = data_dir / "images" / "dog.jpg"
+    project = studio_env.project(SMART)
+    (task,) = studio_env.upload(project, dog)
+    image = Image.from_bytes(dog.read_bytes())
+    width, height = image.size
+    box = {"x": 100 * 130 / width, "y": 200 / height * 100, "width": 100 * 200 / width, "height": 100 * 340 / height}
+    context = {"result": [
+        {"id": "b", "type": "rectanglelabels", "from_name": "box", "to_name": "image", "original_width": width,
+         "original_height": height, "image_rotation": 0, "value": {**box, "rotation": 0, "rectanglelabels": ["object"]}},
+        {"id": "k", "type": "keypointlabels", "from_name": "click", "to_name": "image", "original_width": width,
+         "original_height": height, "image_rotation": 0, "is_positive": False,
+         "value": {"x": 100 * 320 / width, "y": 100 * 230 / height, "width": 0.5, "keypointlabels": ["object"]}},
+    ]}
+    with running(GRABCUT) as harness:
+        backend = studio_env.connect(project, function_url(harness), interactive=True)
+        answer = studio_env.interactive(backend, task, context)
+    assert "errors" not in answer, answer
+    regions = answer["data"]["result"]
+    brush = [r for r in regions if r["type"] == "brushlabels"]
+    outline = [r for r in regions if r["type"] == "polygonlabels"]
+    assert len(brush) == 1 and outline and brush[0]["value"]["brushlabels"] == ["object"]
+    x, y = box["x"] * width / 100, box["y"] * height / 100
+    prompt = Prompt(np.zeros((0, 2)), np.array([[320 * 1.0, 230 * 1.0]]),
+                    (x, y, x + box["width"] * width / 100, y + box["height"] * height / 100))
+    expected = load_model(GRABCUT).segment(image, prompt).to_mask(width, height)
+    pixels = decode_rle(brush[0]["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
+    assert pixels.any() and np.array_equal(pixels, expected)
+
+
+def test_basic_auth_is_honoured(studio, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_BASIC_AUTH", "studio:s3cret")
+    project = studio.project(BOXES)
+    with running(YOLOX) as harness:
+        url = function_url(harness)
+        refused = studio.api("POST", "/api/ml", {"project": project, "url": url, "title": "fn"}, status=400)
+        assert "auth" in str(refused).lower()
+        studio.connect(project, url, auth=("studio", "s3cret"))
+        assert http("GET", url + "health")[0] == 401
+        assert http("POST", url + "webhook", {"action": "TASKS_CREATED"})[0] == 200  # Label Studio sends none there
+        token = base64.b64encode(b"studio:s3cret").decode()
+        assert http("GET", url + "health", headers={"Authorization": f"Basic {token}"})[0] == 200
+
+
+def test_a_config_with_nothing_to_fill_is_refused_at_connect(studio):
+    project = studio.project(BOXES.replace('<Label value="dog"/><Label value="Vehicle" predicted_values="car,truck"/>',
+                                           ""))
+    with running(YOLOX) as harness:
+        refused = studio.api("POST", "/api/ml", {"project": project, "url": function_url(harness), "title": "fn"},
+                             status=400)
+    assert refused
+
+
+def predict(url: str, tasks: list, config: str = BOXES, status: int = 200, **extra) -> dict:
+    code, _, reply = http("POST", url + "predict", {"tasks": tasks, "label_config": config, **extra})
+    assert code == status, reply
+    return reply
+
+
+def test_bad_input_is_a_clear_error_and_the_worker_lives(data_dir, monkeypatch):
+    """Without Label Studio: the calls it makes, with what a broken project or a hostile client sends."""
+    monkeypatch.setenv("LABEL_STUDIO_ALLOWED_HOSTS", "images.example.com")
+    monkeypatch.setenv("IMAGE_MAX_PIXELS", "1000")
+    with running(YOLOX) as harness:
+        url = function_url(harness)
+        reply = predict(url, [{"id": 1, "data": {"picture": "x"}}, {"id": 2, "data": {"image": "/data/upload/1/a.jpg"}},
+                              {"id": 3, "data": {"image": "https://elsewhere.example.org/a.jpg"}},
+                              {"id": 4, "data": {"image": "http://images.example.com/a.jpg"}},
+                              {"id": 5, "data": {"image": 12}}, {"id": 6}])
+        assert reply["results"] == [[]] * 6
+        errors = {e["task"]: e["error"] for e in reply["errors"]}
+        assert "has no 'image'" in errors[1] and "'picture'" in errors[1]
+        assert "LABEL_STUDIO_URL" in errors[2]
+        assert "not in LABEL_STUDIO_ALLOWED_HOSTS" in errors[3]
+        assert "LABEL_STUDIO_ALLOW_HTTP" in errors[4]
+        assert "URL string" in errors[5] and "no data" in errors[6]
+        for body, fragment in [({"tasks": []}, "tasks"), ({"tasks": [{}], "label_config": "<View"}, "cannot be read"),
+                               ({"tasks": [{}], "label_config": BRUSH.format(labels="<Label value='x'/>")},
+                                "no control this function can fill")]:
+            code, _, answer = http("POST", url + "predict", body)
+            assert code == 400 and fragment in answer["error"], answer
+        code, _, answer = http("POST", url + "setup", {"schema": "<View><Text name='t' value='$t'/></View>"})
+        assert code == 400 and "no control" in answer["error"]
+        assert http("POST", url + "predict", b"[" * 100000)[0] == 400
+        assert http("GET", url + "predict")[0] == 405
+        assert http("GET", url + "versions")[2] == {"versions": ["onnx-megvii-yolox"]}
+        assert http("GET", url + "health")[2]["status"] == "UP"
+
+
+def test_an_oversized_image_is_that_tasks_error(studio_env, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGE_MAX_PIXELS", "100000")  # dog.jpg has 442368
+    project = studio_env.project(BOXES)
+    tasks = studio_env.upload(project, data_dir / "images" / "dog.jpg")
+    task = {"id": tasks[0], "data": studio_env.client.tasks.get(tasks[0]).data}
+    with running(YOLOX) as harness:
+        reply = predict(function_url(harness), [task])
+    assert reply["results"] == [[]] and "pixels" in reply["errors"][0]["error"]
+
+
+def test_other_kinds_have_no_label_studio_route():
+    with running(FUNCTIONS / "onnx" / "honglinchu" / "nanotrack" / "nuclio") as harness:
+        code, _, reply = http("GET", function_url(harness) + "health")
+    assert code == 404 and "detectors and interactors" in reply["error"]
