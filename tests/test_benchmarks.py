@@ -47,3 +47,11 @@ def test_bench_exactness_finds_the_device_path_next_to_the_packages(small_sam2):
                                                                r"lowest ([\d.]+)", out, re.MULTILINE)}
     assert set(found) == {"device", "device+bfloat16"}, out
     assert found["device"] > 0.99, out
+
+
+def test_bench_sets_label_studios_predict_beside_cvats_call(models_dir, data_dir):
+    out = run(["bench", str(ROOT / "functions" / "onnx" / "megvii" / "yolox" / "nuclio"), "--label-studio",
+               "--image", str(data_dir / "images" / "dog.jpg"), "-n", "3"], {**os.environ, "MODELS_DIR": str(models_dir)})
+    for stage in ("cvat", "label-studio"):
+        assert re.search(rf"^{stage}\s+median\s+[\d.]+ ms", out, re.MULTILINE), out
+    assert re.search(r"Label Studio /predict / CVAT call = [\d.]+", out), out

@@ -55,6 +55,9 @@ def test_serve_prints_functions_and_curl_then_invoke_by_name(models_dir, data_di
     with serving(tmp_path, YOLOX) as (port, text):
         assert re.search(r"onnx-megvii-yolox\s+detector\s+ready\s+2\s+http://localhost:\d+/", text), text
         assert f"CVAT_NUCLIO_PORT={port}" in text and "curl -s" in text
+        studio = re.search(r"Label Studio ML backend URLs.*\n\s+onnx-megvii-yolox\s+(http://localhost:\d+/)\n", text)
+        assert studio, text  # the base URL Label Studio appends /health, /setup, /predict to
+        assert http("GET", studio.group(1).replace("localhost", "127.0.0.1") + "health")[2]["status"] == "UP"
         status, _, functions = http("GET", f"http://127.0.0.1:{port}/api/functions")
         assert status == 200 and functions["onnx-megvii-yolox"]["status"]["state"] == "ready"
 

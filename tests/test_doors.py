@@ -1,23 +1,28 @@
 """Every door over every function folder of the kinds it serves, one model per folder: on an image that has
-objects, each door answers non-empty, and the detector doors (CVAT's, V7's, the CVAT SDK's, the dataset's)
-write the same detections. The Dataloop door has its own environment (tests/dataloop)."""
+objects, each door answers non-empty, and the detector doors (CVAT's, V7's, the CVAT SDK's, the dataset's, Label
+Studio's) write the same detections, Label Studio's valid for the labeling config made for the function. The
+Dataloop door has its own environment (tests/dataloop)."""
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import pytest
 from cvat_cli._internal.agent_driver_interaction import _InteractionPromptsImpl
 from cvat_sdk.auto_annotation import TrackableShape
 from cvat_sdk.auto_annotation.driver import _DetectionFunctionContextImpl
+from label_studio_sdk.converter.brush import decode_rle
 
 from common.core.image import Image
 from common.core.labels import read_config
+from common.core.rle import from_cvat_rle
 from common.doors import dataset
 from common.doors.cvat.door import door_for
 from common.doors.cvat_sdk import for_model
+from common.doors.label_studio import LabelStudioDoor, LabelStudioSettings, labeling_config
 from common.doors.v7 import V7Door, V7Settings
 from common.models.folder import load_model
 from tests.conftest import ROOT
@@ -37,8 +42,31 @@ def scratch(tmp_path_factory):
     return tmp_path_factory.mktemp("door-weights")
 
 
+@pytest.fixture(scope="module")
+def images_url(data_dir):
+    """A local file server standing in for Label Studio's, serving the test images."""
+    from tools.harness import serving_files
+
+    with serving_files(data_dir / "images") as url:
+        yield url
+
+
+def label_studio(model, url: str, image: str, threshold: float = -1.0, context: dict | None = None) -> list[dict]:
+    """The regions Label Studio gets for one task, checked against the labeling config made for the function."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    config = labeling_config(model.labels, model.kind == "interactor")
+    door = LabelStudioDoor(model, LabelStudioSettings(url=url, threshold=threshold))
+    request = {"tasks": [{"id": 1, "data": {"image": f"/{image}"}}], "label_config": config,
+               **({"params": {"context": context}} if context else {})}
+    reply, _ = door.call("predict", "POST", lambda: request)
+    (prediction,) = reply["results"]
+    assert LabelInterface(config).validate_prediction(prediction, return_errors=True) == []
+    return prediction["result"]
+
+
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f.parent.name for f in FOLDERS])
-def test_every_door_answers_every_folder_of_its_kinds(folder, scratch, models_dir, data_dir):
+def test_every_door_answers_every_folder_of_its_kinds(folder, scratch, models_dir, data_dir, images_url):
     import os
 
     from tools.replies import random_weights
@@ -58,8 +86,11 @@ def test_every_door_answers_every_folder_of_its_kinds(folder, scratch, models_di
         sdk = for_model(model).detect(context, PIL.Image.open(path))
         image = Image.from_bytes(data)
         annotations, left_out = dataset.annotations(model.run(image, threshold), model.labels, *image.size)
+        studio = label_studio(model, images_url, path.name, threshold)
+        objects = {r["id"] for r in studio if r["type"] != "keypointlabels"}  # a text shares its region's id
         assert replies and v7["results"] and sdk and annotations, name
-        assert len(replies) == len(sdk) == len(annotations) <= len(v7["results"])  # V7: a polygon per mask part
+        assert len(replies) == len(sdk) == len(annotations) == len(objects) <= len(v7["results"])  # V7: a polygon
+        # per mask part
         assert left_out == 0
     elif kind == "interactor":
         dog = data_dir / "images" / "dog.jpg"
@@ -70,6 +101,15 @@ def test_every_door_answers_every_folder_of_its_kinds(folder, scratch, models_di
                                           bounding_box=((120.0, 200.0), (330.0, 540.0)))
         shapes = function.detect(None, function.preprocess_image(None, PIL.Image.open(dog)), prompts)
         assert reply["shapes"] and shapes and reply["shapes"][0]["points"] == shapes[0].points
+        size = {"original_width": 768, "original_height": 576}
+        studio = label_studio(model, images_url, "dog.jpg", context={"result": [
+            {"type": "keypointlabels", **size, "value": {"x": 100 * 220 / 768, "y": 100 * 400 / 576, "width": 0.5,
+                                                         "keypointlabels": ["object"]}},
+            {"type": "rectanglelabels", **size, "value": {"x": 100 * 120 / 768, "y": 100 * 200 / 576, "width": 100 * 210 / 768,
+                                                          "height": 100 * 340 / 576, "rectanglelabels": ["object"]}}]})
+        (brush,) = [r for r in studio if r["type"] == "brushlabels"]
+        pixels = decode_rle(brush["value"]["rle"]).reshape(576, 768, 4)[:, :, 3] > 0
+        assert np.array_equal(pixels, from_cvat_rle(reply["shapes"][0]["points"], 768, 576))
     elif kind == "tracker":
         frames = [data_dir / "video" / "tennis" / f"{i:05d}.jpg" for i in (0, 1)]
         box = [280.0, 160.0, 420.0, 330.0]

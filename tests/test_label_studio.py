@@ -260,3 +260,78 @@ def test_other_kinds_have_no_label_studio_route():
     with running(FUNCTIONS / "onnx" / "honglinchu" / "nanotrack" / "nuclio") as harness:
         code, _, reply = http("GET", function_url(harness) + "health")
     assert code == 404 and "detectors and interactors" in reply["error"]
+
+
+# ---------------------------------------------------------------- in this process, beside a local image server
+
+@pytest.fixture(scope="module")
+def image_server(data_dir):
+    """http://127.0.0.1:PORT/ serving the test images (standing in for Label Studio's file server)."""
+    from tools.harness import serving_files
+
+    with serving_files(data_dir / "images") as url:
+        yield url
+
+
+def studio_door(folder: Path, base: str, env: dict[str, str] | None = None, threshold: float = -1.0):
+    from common.doors.label_studio import LabelStudioDoor, LabelStudioSettings
+
+    model = load_model(folder, env={"TORCH_DEVICE": "cpu", **(env or {})})
+    return LabelStudioDoor(model, LabelStudioSettings(url=base, threshold=threshold))
+
+
+@pytest.mark.parametrize("folder", [FUNCTIONS / "pytorch" / "facebookresearch" / "sam" / "nuclio",
+                                    FUNCTIONS / "pytorch" / "facebookresearch" / "sam2" / "nuclio"],
+                         ids=["sam", "sam2"])
+def test_sam_clicks_reuse_the_embedding(folder, image_server, data_dir, tmp_path):
+    """Random weights of the real architecture: a positive click, then one more on the same image; the second
+    runs only the decoder (a cache hit), and each answer is the model's own mask for that prompt."""
+    from tools.replies import random_weights
+
+    door = studio_door(folder, image_server, random_weights(folder, tmp_path))
+    image = Image.from_bytes((data_dir / "images" / "dog.jpg").read_bytes())
+    width, height = image.size
+    clicks = [(300.0, 350.0, True), (200.0, 300.0, False)]
+    cached = []
+    for n in (1, 2):
+        context = {"result": [{"type": "keypointlabels", "is_positive": positive, "original_width": width,
+                               "original_height": height, "value": {"x": 100 * x / width, "y": 100 * y / height,
+                                                                    "width": 0.5, "keypointlabels": ["object"]}}
+                              for x, y, positive in clicks[:n]]}
+        reply, headers = door.call("predict", "POST", lambda: {"tasks": [{"id": 1, "data": {"image": "/dog.jpg"}}],
+                                                               "label_config": SMART, "params": {"context": context}})
+        cached.append(headers["X-Embedding-Cache"])
+        prompt = Prompt(np.array([[x, y] for x, y, p in clicks[:n] if p]).reshape(-1, 2),
+                        np.array([[x, y] for x, y, p in clicks[:n] if not p]).reshape(-1, 2))
+        region = door.model.segment(image, prompt)
+        brush = [r for r in reply["results"][0]["result"] if r["type"] == "brushlabels"]
+        if region is None or not region.to_mask(width, height).any():
+            assert brush == [] or not (decode_rle(brush[0]["value"]["rle"]) > 0).any()
+            continue
+        pixels = decode_rle(brush[0]["value"]["rle"]).reshape(height, width, 4)[:, :, 3] > 0
+        assert np.array_equal(pixels, region.to_mask(width, height))
+    assert cached == ["miss", "hit"]
+
+
+def test_owlv2_looks_for_the_configs_own_label_names(image_server, data_dir, tmp_path):
+    """A text-prompted detector takes the config's labels as its vocabulary, names its spec lacks included."""
+    from tests.test_text_prompts import OWLV2, owlv2_package
+    from tools.random_weights import owlv2_folder
+
+    folder = owlv2_folder(tmp_path / "owlv2")
+    door = studio_door(OWLV2, image_server, {"MODEL_PATH": str(folder)}, threshold=0.05)
+    config = BOXES.replace('<Label value="unicorn"/>', '<Label value="zebra crossing"/>')
+    reply, _ = door.call("predict", "POST", lambda: {"tasks": [{"id": 1, "data": {"image": "/dog.jpg"}}],
+                                                     "label_config": config})
+    rgb = Image.from_bytes((data_dir / "images" / "dog.jpg").read_bytes()).rgb
+    phrases = ["dog", "car", "truck", "zebra crossing"]  # the config's names, predicted_values expanded
+    expected = owlv2_package(folder, rgb, phrases, 0.05)
+    assert expected, "the random model finds something at this threshold"
+    regions = reply["results"][0]["result"]
+    shown = {"dog": "dog", "car": "Vehicle", "truck": "Vehicle", "zebra crossing": "zebra crossing"}
+    assert [r["value"]["rectanglelabels"][0] for r in regions] == [shown[phrases[i]] for i, _, _ in expected]
+    height, width = rgb.shape[:2]
+    for region, (_, score, (x1, y1, x2, y2)) in zip(regions, expected):
+        assert region["score"] == pytest.approx(score, abs=1e-5)
+        assert region["value"]["x"] == pytest.approx(100 * x1 / width, abs=0.01)
+        assert region["value"]["width"] == pytest.approx(100 * (x2 - x1) / width, abs=0.01)

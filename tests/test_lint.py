@@ -108,6 +108,9 @@ CASES = [
     ("function.yaml", _set("spec.build.directives.postCopy", [
         {"kind": "RUN", "value": "pip install -c /opt/nuclio/requirements.lock --no-cache-dir left-pad"}]),
      "installs left-pad, which requirements.lock does not pin"),
+    ("function.yaml", _set("spec.build.directives.postCopy", [
+        {"kind": "RUN", "value": "pip install -c /opt/nuclio/requirements.lock --no-cache-dir numpy"}]),
+     "does not install label-studio-sdk"),
     ("function.yaml", _set("spec.triggers", {}), "exactly one trigger of kind http"),
     ("function.yaml", _set(f"{TRIGGER}.numWorkers", 0), "positive integer"),
     ("function.yaml", _set(f"{TRIGGER}.attributes.maxRequestBodySize", 1000), "maxRequestBodySize"),

@@ -7,6 +7,10 @@ For one function folder and one image it measures, with N sequential requests ea
 - ``backend``: the bare backend call on an input of the model's shape (ONNX functions with a ``model``),
   alternated call by call with the handler's, so that both see the same machine, and their ratio.
 
+``--label-studio`` measures instead Label Studio's ``POST /predict`` (a task whose image a local file server
+stands in for Label Studio's, fetched by the function as from ``LABEL_STUDIO_URL``) alternated with CVAT's call
+on the same image over HTTP, in one harness, and their ratio.
+
 ``--device`` sets ``TORCH_DEVICE`` for PyTorch functions. Run it on an idle machine; figures go in issue
 notes, not in tests.
 """
@@ -67,6 +71,32 @@ def bench_http(folder: Path, body: bytes, n: int) -> list[float]:
         return timed(call, n)
 
 
+def bench_label_studio(folder: Path, image: Path, body: bytes, n: int) -> dict[str, list[float]]:
+    """CVAT's call and Label Studio's /predict on the same image, alternated, over HTTP."""
+    import urllib.request
+
+    from common.core.labels import Labels
+    from common.doors.label_studio import labeling_config
+
+    from .harness import serving, serving_files
+
+    config = labeling_config(Labels.from_function_yaml(folder / "function.yaml"))
+    task = {"tasks": [{"id": 1, "data": {"image": f"/{image.name}"}}], "label_config": config}
+    predict = json.dumps(task).encode()
+    with serving_files(image.parent) as files:
+        os.environ["LABEL_STUDIO_URL"] = files  # read by the functions the harness starts
+        with serving(find_configs([folder])) as harness:
+            url = f"http://127.0.0.1:{next(iter(harness.functions.values())).http_port}/"
+
+            def post(path: str, data: bytes):
+                request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    return response.read()
+
+            assert json.loads(post("predict", predict))["results"][0] != [], "Label Studio's call failed"
+            return timed_together({"cvat": lambda: post("", body), "label-studio": lambda: post("predict", predict)}, n)
+
+
 def cmd_bench(args) -> int:
     folder = Path(args.path).resolve()
     image = Path(args.image).read_bytes()
@@ -76,6 +106,13 @@ def cmd_bench(args) -> int:
         os.environ["TORCH_DEVICE"] = args.device
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
           f"image {args.image} ({len(image)} bytes); {args.n} requests each")
+    if args.label_studio:
+        results = bench_label_studio(folder, Path(args.image).resolve(), body, args.n)
+        for stage, samples in results.items():
+            print(f"{stage:13} {summarise(samples)}")
+        ratio = statistics.median(results["label-studio"]) / statistics.median(results["cvat"])
+        print(f"Label Studio /predict / CVAT call = {ratio:.2f}")
+        return 0
     (config,) = find_configs([folder])
     onnx = "INFERENCE_BACKEND" in config.env  # ONNX functions pick a backend; others have one way to run
     for backend in args.backends.split(",") if onnx else ["default"]:

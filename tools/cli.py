@@ -104,6 +104,13 @@ def cmd_serve(args) -> int:
         print("\nV7 Darwin (Bring Your Own Model) endpoints of the detectors (see the README's V7 section):")
         for runtime in detectors:
             print(f"  {runtime.name:38} http://{host}:{runtime.http_port}/infer  (classes: /classes)")
+    studio = [r for r in harness.functions.values() if r.config.kind in ("detector", "interactor")]
+    if studio:
+        print("\nLabel Studio ML backend URLs (Project > Settings > Model > Connect model; see the README's Label "
+              "Studio section):")
+        for runtime in studio:
+            smart = "  (interactive: turn on 'Interactive preannotations')" if runtime.config.kind == "interactor" else ""
+            print(f"  {runtime.name:38} http://{host}:{runtime.http_port}/{smart}")
     first = next(iter(harness.functions.values()))
     print(
         "\nTry it (the body goes through stdin: base64 images are too long for a command line):\n"
@@ -313,6 +320,32 @@ def cmd_dataloop_manifest(args) -> int:
     return dataloop_manifest.main(args.dataloop_args)
 
 
+def cmd_label_studio_config(args) -> int:
+    """The labeling config a Label Studio project needs for a function (paste it in Settings → Labeling
+    Interface → Code)."""
+    from common.core.labels import Labels
+    from common.doors.label_studio import labeling_config
+
+    from .config import find_configs
+
+    try:
+        configs = find_configs([args.path])
+    except OSError as exc:
+        print(f"tools/fn label-studio-config: {exc}", file=sys.stderr)
+        return 2
+    if len(configs) != 1:
+        print(f"tools/fn label-studio-config: {args.path} holds {len(configs)} functions; name one function folder",
+              file=sys.stderr)
+        return 2
+    config = configs[0]
+    if config.kind not in ("detector", "interactor"):
+        print(f"tools/fn label-studio-config: {config.name} is a {config.kind}; Label Studio calls detectors and "
+              "interactors", file=sys.stderr)
+        return 2
+    print(labeling_config(Labels.from_function_yaml(config.path), config.kind == "interactor"), end="")
+    return 0
+
+
 def cmd_replies(args) -> int:
     from . import replies
 
@@ -373,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("-n", type=int, default=50, help="requests per measurement")
     bench.add_argument("--backends", default="openvino,onnxruntime", help="INFERENCE_BACKEND values to compare")
     bench.add_argument("--device", help="PyTorch device of PyTorch functions (TORCH_DEVICE)")
+    bench.add_argument("--label-studio", action="store_true",
+                       help="instead: Label Studio's POST /predict (the image fetched from a local file server) "
+                            "alternated with CVAT's call over HTTP, and their ratio")
     bench.set_defaults(func=lambda a: bench_module().cmd_bench(a))
 
     clicks = sub.add_parser("bench-clicks", help="cold vs warm click latency and reply sizes of an interactor")
@@ -420,6 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     prompts.set_defaults(func=lambda a: bench_module("prompts").cmd_bench_prompts(a))
 
     annotate.add_parser(sub)
+
+    studio = sub.add_parser("label-studio-config", help="the Label Studio labeling config for a function's labels")
+    studio.add_argument("path", help="a detector's or interactor's function folder")
+    studio.set_defaults(func=cmd_label_studio_config)
 
     dataloop = sub.add_parser("dataloop-manifest", help="a detector's dataloop.json (and --stage DIR: its code)",
                               add_help=False)

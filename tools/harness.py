@@ -514,3 +514,23 @@ def serving(configs: list[FunctionConfig], timeout: float = 300, port: int = 0) 
         yield harness
     finally:
         harness.stop()
+
+
+@contextlib.contextmanager
+def serving_files(folder: str | os.PathLike) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` serving a folder's files (standing in for a platform's file server, whose
+    image URLs a function fetches), quietly, until the block ends."""
+    import functools
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -157,6 +157,13 @@ def locked(lock: Path) -> set[str]:
             and not line.startswith(("#", " "))} if lock.is_file() else set()
 
 
+def build_packages(spec: dict) -> set[str]:
+    """Every distribution a build's commands install."""
+    directives = (spec.get("build") or {}).get("directives") or {}
+    return {name for items in directives.values() if isinstance(items, list) for item in items
+            if isinstance(item, dict) for name in installed_packages(str(item.get("value", "")))}
+
+
 def lint_build(spec: dict, lock: Path = LOCK) -> list[str]:
     """Build commands leave nuclio-sdk to Nuclio (whose build installs the version its wrapper pins); every
     ``pip install`` runs after the function's files are in the image (postCopy) with requirements.lock as
@@ -240,6 +247,9 @@ def lint_config(path: Path, config: object) -> list[str]:
         problems.append(f"spec.eventTimeout: {exc}")
     problems.extend(lint_trigger(spec))
     problems.extend(lint_build(spec))
+    if kind in ("detector", "interactor") and "label-studio-sdk" not in build_packages(spec):
+        problems.append("spec.build does not install label-studio-sdk, which the Label Studio door of a "
+                        f"{kind} needs (see the other {kind}s' postCopy)")
     if path.name == "function-gpu.yaml":
         problems.extend(lint_gpu(spec))
     return problems

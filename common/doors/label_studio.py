@@ -126,6 +126,33 @@ def parse_config(config: object, accepts: Callable[[Control], bool], needs: str)
     raise RequestError(f"the labeling config has no control this function can fill: it needs {needs}")
 
 
+def labeling_config(labels, interactor: bool = False) -> str:
+    """A labeling config for a function's labels, one control per kind of geometry they have: rectangles,
+    polygons (with a per-region TextArea when a label has a ``text`` attribute), masks as brushes, and a
+    skeleton's points as keypoints beside its box. An interactor's: a brush and a polygon with the smart tools'
+    keypoints and rectangle, all labelled ``object``."""
+    from xml.sax.saxutils import quoteattr
+
+    if interactor:
+        groups = {"BrushLabels": ["object"], "PolygonLabels": ["object"]}
+        smart = {"KeyPointLabels": ["object"], "RectangleLabels": ["object"]}
+    else:
+        tags = {"mask": "BrushLabels", "polygon": "PolygonLabels"}
+        groups, smart = {}, {}
+        for label in labels:
+            groups.setdefault(tags.get(label.type, "RectangleLabels"), []).append(label.name)
+            if label.type == "skeleton":
+                groups.setdefault("KeyPointLabels", []).extend(s.name for s in label.sublabels)
+    lines = ['<View>', '  <Image name="image" value="$image" zoom="true"/>']
+    for tags_, extra in ((groups, ""), (smart, ' smart="true"')):
+        for tag, names in tags_.items():
+            values = "".join(f"<Label value={quoteattr(name)}/>" for name in dict.fromkeys(names))
+            lines.append(f'  <{tag} name="{tag.lower()}" toName="image"{extra}>{values}</{tag}>')
+    if any(attribute.name == "text" for label in labels for attribute in label.attributes) and not interactor:
+        lines.append('  <TextArea name="text" toName="image" perRegion="true" editable="true"/>')
+    return "\n".join(lines + ["</View>"]) + "\n"
+
+
 # ---------------------------------------------------------------- results
 
 def percent(x: float, y: float, size: tuple[int, int]) -> tuple[float, float]:
