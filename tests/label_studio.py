@@ -87,6 +87,12 @@ class LabelStudio:
         assert code in ((status,) if isinstance(status, int) else status), (code, reply, self.tail(15))
         return reply
 
+    def personal_token(self) -> str:
+        """The user's personal access token (a JWT refresh token; one per user, made on first use)."""
+        if not hasattr(self, "_personal"):
+            self._personal = self.api("POST", "/api/token/", {}, status=(200, 201))["token"]
+        return self._personal
+
     def project(self, config: str) -> int:
         return self.client.projects.create(title=f"fn-{uuid.uuid4().hex[:8]}", label_config=config).id
 

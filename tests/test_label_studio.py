@@ -218,21 +218,22 @@ def predict(url: str, tasks: list, config: str = BOXES, status: int = 200, **ext
 
 def test_bad_input_is_a_clear_error_and_the_worker_lives(data_dir, monkeypatch):
     """Without Label Studio: the calls it makes, with what a broken project or a hostile client sends."""
-    monkeypatch.setenv("LABEL_STUDIO_ALLOWED_HOSTS", "images.example.com")
+    monkeypatch.setenv("LABEL_STUDIO_ALLOWED_HOSTS", "images.example.com,127.0.0.1")
     monkeypatch.setenv("IMAGE_MAX_PIXELS", "1000")
     with running(YOLOX) as harness:
         url = function_url(harness)
         reply = predict(url, [{"id": 1, "data": {"picture": "x"}}, {"id": 2, "data": {"image": "/data/upload/1/a.jpg"}},
                               {"id": 3, "data": {"image": "https://elsewhere.example.org/a.jpg"}},
                               {"id": 4, "data": {"image": "http://images.example.com/a.jpg"}},
-                              {"id": 5, "data": {"image": 12}}, {"id": 6}])
-        assert reply["results"] == [[]] * 6
+                              {"id": 5, "data": {"image": 12}}, {"id": 6},
+                              {"id": 7, "data": {"image": "https://127.0.0.1:1/a.jpg"}}])
+        assert reply["results"] == [[]] * 7
         errors = {e["task"]: e["error"] for e in reply["errors"]}
         assert "has no 'image'" in errors[1] and "'picture'" in errors[1]
         assert "LABEL_STUDIO_URL" in errors[2]
         assert "not in LABEL_STUDIO_ALLOWED_HOSTS" in errors[3]
         assert "LABEL_STUDIO_ALLOW_HTTP" in errors[4]
-        assert "URL string" in errors[5] and "no data" in errors[6]
+        assert "URL string" in errors[5] and "no data" in errors[6] and "could not be fetched" in errors[7]
         for body, fragment in [({"tasks": []}, "tasks"), ({"tasks": [{}], "label_config": "<View"}, "cannot be read"),
                                ({"tasks": [{}], "label_config": BRUSH.format(labels="<Label value='x'/>")},
                                 "no control this function can fill")]:
@@ -254,6 +255,61 @@ def test_an_oversized_image_is_that_tasks_error(studio_env, data_dir, tmp_path, 
     with running(YOLOX) as harness:
         reply = predict(function_url(harness), [task])
     assert reply["results"] == [[]] and "pixels" in reply["errors"][0]["error"]
+
+
+def test_a_personal_access_token_is_exchanged_for_access(studio, data_dir, monkeypatch):
+    """Label Studio's newer API keys: the function trades the personal access token for a Bearer access token."""
+    project = studio.project(BOXES)
+    (task,) = studio.upload(project, data_dir / "images" / "dog.jpg")
+    data = studio.client.tasks.get(task).data
+    monkeypatch.setenv("LABEL_STUDIO_URL", studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio.personal_token())
+    with running(YOLOX) as harness:
+        reply = predict(function_url(harness), [{"id": task, "data": data}])
+    assert "errors" not in reply and reply["results"][0]["result"], reply
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "a.b.c")  # shaped like one, refused by the server
+    with running(YOLOX) as harness:
+        code, _, refused = http("POST", function_url(harness) + "predict",
+                                {"tasks": [{"id": task, "data": data}], "label_config": BOXES})
+    assert code == 502 and "LABEL_STUDIO_API_KEY was refused" in refused["error"]
+
+
+def test_the_key_goes_to_label_studio_only_never_on_to_a_redirect(tmp_path):
+    """A URL on Label Studio's own server gets the key; a redirect elsewhere (an allowed host) does not."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from common.runtime.fetch import Fetcher
+
+    seen = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.server.server_port, self.path, self.headers.get("Authorization")))
+            if self.path == "/data/upload/1/a.png":
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{other.server_port}/b.png")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"image bytes")
+
+        def log_message(self, *args):
+            pass
+
+    studio_side, other = (ThreadingHTTPServer(("127.0.0.1", 0), Recorder) for _ in range(2))
+    for server in (studio_side, other):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{studio_side.server_port}/"
+        fetch = Fetcher(["localhost"], True, 5, 1000, variable="LABEL_STUDIO", trusted=base)
+        assert fetch(base + "data/upload/1/a.png", {"Authorization": "Token secret"}) == b"image bytes"
+    finally:
+        studio_side.shutdown()
+        other.shutdown()
+    assert seen == [(studio_side.server_port, "/data/upload/1/a.png", "Token secret"),
+                    (other.server_port, "/b.png", None)]
 
 
 def test_other_kinds_have_no_label_studio_route():
@@ -335,3 +391,20 @@ def test_owlv2_looks_for_the_configs_own_label_names(image_server, data_dir, tmp
         assert region["score"] == pytest.approx(score, abs=1e-5)
         assert region["value"]["x"] == pytest.approx(100 * x1 / width, abs=0.01)
         assert region["value"]["width"] == pytest.approx(100 * (x2 - x1) / width, abs=0.01)
+
+
+@pytest.mark.parametrize("context, fragment", [
+    ({"result": "click"}, "must be a list"), ({"result": []}, "must be a list"), ({"result": [5]}, "must be a region"),
+    ({"result": [{"type": "keypointlabels", "value": {"x": 250.0, "y": 10}}]}, "outside"),
+    ({"result": [{"type": "keypointlabels", "value": {"x": "1", "y": 10}}]}, "must be a number"),
+    ({"result": [{"type": "keypointlabels", "value": {"x": 1e400, "y": 10}}]}, "finite"),
+    ({"result": [{"type": "rectanglelabels", "value": {"x": 120, "y": 10, "width": 5, "height": 5}}]}, "no area"),
+    ({"result": [{"type": "polygonlabels", "value": {"x": 1, "y": 1}}]}, "not a prompt"),
+])
+def test_a_bad_smart_tool_context_is_a_400(image_server, context, fragment):
+    from common.core.errors import RequestError
+
+    door = studio_door(GRABCUT, image_server)
+    with pytest.raises(RequestError, match=fragment):
+        door.call("predict", "POST", lambda: {"tasks": [{"id": 1, "data": {"image": "/dog.jpg"}}], "label_config": SMART,
+                                             "params": {"context": context}})
