@@ -43,6 +43,15 @@ SMART = """<View><Image name="image" value="$image"/>
 <KeyPointLabels name="click" toName="image" smart="true"><Label value="object"/></KeyPointLabels>
 <RectangleLabels name="box" toName="image" smart="true"><Label value="object"/></RectangleLabels></View>"""
 
+# what a hostile client might send as a config: an external entity (a file of the function's machine) and
+# entities that expand exponentially
+XXE = ('<?xml version="1.0"?><!DOCTYPE View [<!ENTITY secret SYSTEM "file:///etc/passwd">]>'
+       '<View><Image name="image" value="$image"/><RectangleLabels name="l" toName="image">'
+       '<Label value="&secret;"/><Label value="dog"/></RectangleLabels></View>')
+LAUGHS = ('<!doctype View [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+          '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><View><Image name="image" value="$image"/>'
+          '<RectangleLabels name="l" toName="image"><Label value="&c;"/></RectangleLabels></View>')
+
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
@@ -236,7 +245,9 @@ def test_bad_input_is_a_clear_error_and_the_worker_lives(data_dir, monkeypatch):
         assert "URL string" in errors[5] and "no data" in errors[6] and "could not be fetched" in errors[7]
         for body, fragment in [({"tasks": []}, "tasks"), ({"tasks": [{}], "label_config": "<View"}, "cannot be read"),
                                ({"tasks": [{}], "label_config": BRUSH.format(labels="<Label value='x'/>")},
-                                "no control this function can fill")]:
+                                "no control this function can fill"),
+                               ({"tasks": [{}], "label_config": XXE}, "DOCTYPE"),
+                               ({"tasks": [{}], "label_config": LAUGHS}, "DOCTYPE")]:
             code, _, answer = http("POST", url + "predict", body)
             assert code == 400 and fragment in answer["error"], answer
         code, _, answer = http("POST", url + "setup", {"schema": "<View><Text name='t' value='$t'/></View>"})

@@ -177,7 +177,7 @@ def test_handle_event_maps_outcomes():
         def answer(self, request):
             return Reply([request["x"]])
 
-    context = SimpleNamespace(logger=Logger(), user_data=SimpleNamespace(doors=(Echo(), None)))
+    context = SimpleNamespace(logger=Logger(), user_data=SimpleNamespace(doors=(Echo(), None, None)))
     ok = handle(context, SimpleNamespace(body={"x": 3}, path="/"))
     assert (ok.status_code, json.loads(ok.body), ok.content_type) == (200, [3], "application/json")
     bad = handle(context, SimpleNamespace(body=b"[1", path=b"/"))  # strings may arrive undecoded
@@ -188,6 +188,8 @@ def test_handle_event_maps_outcomes():
     assert "secret detail" in context.logger.records[0][1]["traceback"]  # the log has the traceback
     v7 = handle(context, SimpleNamespace(body=b"{}", path="/infer", method="POST", headers={}))
     assert v7.status_code == 404 and json.loads(v7.body)["status"] == "failed"  # V7's form, no V7 door here
+    studio = handle(context, SimpleNamespace(body=None, path="/health", method="GET", headers={}))
+    assert studio.status_code == 404 and "detectors and interactors" in json.loads(studio.body)["error"]
 
 
 def test_an_entry_without_init_answers_503_json():

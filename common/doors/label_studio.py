@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -49,6 +50,7 @@ RECTANGLE, POLYGON, BRUSH, KEYPOINT, TEXT = "rectanglelabels", "polygonlabels", 
 GEOMETRY_CONTROLS = (RECTANGLE, POLYGON, BRUSH, KEYPOINT)
 KEYPOINT_WIDTH = 0.5  # a keypoint's drawn size, percent of the image width (Label Studio's own default size)
 CONFIG_CACHE = 32  # parsed labeling configs kept per worker
+DECLARATIONS = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def parse_config(config: object, accepts: Callable[[Control], bool], needs: str)
 
     if not isinstance(config, str) or not config.strip():
         raise RequestError("the labeling config (label_config, or schema at /setup) must be a non-empty XML string")
+    if DECLARATIONS.search(config):  # no entity a client declares is ever expanded or fetched
+        raise RequestError("the labeling config declares a DOCTYPE or an entity; Label Studio configs have neither")
     try:
         interface = LabelInterface(config)
     except Exception as exc:  # the SDK raises its own XML and validation errors
