@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.runtime.state_store import state_key
 from tests.conftest import ROOT, http
 
 FN = [sys.executable, "-m", "tools.cli"]
@@ -135,7 +136,7 @@ def test_serve_starts_a_private_redis_for_tracker_state(models_dir, tmp_path):
         assert status == 200, reply
         (state,) = reply["states"]
         token = state.removesuffix(":legacy")  # the CVAT door marks the states of legacy-form tracks
-        assert redis.Redis(port=redis_port).exists(f"cvat-functions:state:onnx-honglinchu-nanotrack:{token}")
+        assert redis.Redis(port=redis_port).exists(state_key("onnx-honglinchu-nanotrack", token))
     with pytest.raises(redis.ConnectionError):  # stopped with the harness
         redis.Redis(port=redis_port, socket_connect_timeout=1).ping()
 

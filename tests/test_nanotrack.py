@@ -14,6 +14,7 @@ import pytest
 from common.core.image import Image
 from common.core.results import Region
 from common.core.rle import region_points as tracker_points
+from common.runtime.state_store import state_key
 from tests.conftest import ROOT, box_iou, function_url, http, running
 from tests.redis_server import RedisServer
 from tests.segmenters import door_of
@@ -223,7 +224,7 @@ def test_a_damaged_stored_state_is_410(served, scene, redis_server):
     (state,) = call(served, {"image": images[0], "shapes": [list(truth[0])], "states": []})["states"]
     assert state.endswith(":legacy")  # the CVAT door marks the states of legacy-form tracks
     token = state.removesuffix(":legacy")
-    redis_server.client().set(f"cvat-functions:state:onnx-honglinchu-nanotrack:{token}", b"\x80\x04garbage")
+    redis_server.client().set(state_key("onnx-honglinchu-nanotrack", token), b"\x80\x04garbage")
     reply = call(served, {"image": images[1], "shapes": [None], "states": [state]}, 410)
     assert "damaged" in reply["error"]
 

@@ -20,7 +20,7 @@ from common.core.results import Region
 from common.core.rle import region_points as tracker_points
 from common.doors.cvat.request import tracked_shape
 from common.core.rle import from_cvat_rle, to_cvat_rle
-from common.runtime.state_store import StateGone
+from common.runtime.state_store import StateGone, state_key
 from tests.conftest import ROOT, function_url, http, running
 from tests.segmenters import mask_box_iou, door_of, rasterize
 from tests.sequences import moving_object
@@ -285,7 +285,7 @@ def test_state_keys_carry_the_functions_name(served, video, redis_server):
     folder, truth = video
     (token,) = call(served, {"image": b64(folder, 0), "shapes": [{"type": "rectangle", "points": list(truth[0])}],
                              "states": []})["states"]
-    assert redis_server.client().exists(f"cvat-functions:state:pth-facebookresearch-sam2-tracker:{token}")
+    assert redis_server.client().exists(state_key("pth-facebookresearch-sam2-tracker", token))
 
 
 def bad_mask() -> list[int]:

@@ -35,8 +35,10 @@ def embedded_redis(configs) -> RedisServer | None:
     the environment the workers inherit). Without the binary, trackers keep state in memory with one worker."""
     from .redis_server import RedisServer
 
-    if os.environ.get("CVAT_FUNCTIONS_REDIS_HOST"):
-        print(f"Redis: {os.environ['CVAT_FUNCTIONS_REDIS_HOST']} (CVAT_FUNCTIONS_REDIS_HOST)", flush=True)
+    from common.runtime import redis_client
+
+    if redis_client.mode(os.environ):
+        print(f"Redis: {redis_client.describe(os.environ)} (CVAT_FUNCTIONS_REDIS_*)", flush=True)
         return None
     try:
         server = RedisServer(maxmemory=os.environ.get("FN_REDIS_MAXMEMORY", "2gb")).start()
@@ -49,7 +51,7 @@ def embedded_redis(configs) -> RedisServer | None:
         return None
     os.environ.update(server.env())
     print(f"Redis: a private redis-server on 127.0.0.1:{server.port} for tracker state and embedding caches "
-          "(set CVAT_FUNCTIONS_REDIS_HOST to use another)", flush=True)
+          "(set CVAT_FUNCTIONS_REDIS_HOST, _CLUSTER or _SENTINELS to use another)", flush=True)
     return server
 
 

@@ -1,8 +1,17 @@
 """Tracker state kept on the server: clients hold opaque tokens, the arrays live in Redis (or in memory).
 
-A token is 128 random bits written as 22 URL-safe characters. What it names is a payload of
+A token is 22 URL-safe characters: a 6-character track tag (36 random bits, drawn when a track starts and
+shared by every state of that track) and 16 random characters (96 bits). What it names is a payload of
 :mod:`common.runtime.arrays` (NumPy arrays with explicit dtype and shape plus JSON metadata, read back without
-pickle), stored under ``cvat-functions:state:<namespace>:<token>`` with an expiry that every read refreshes.
+pickle), stored under ``cvat-functions:state:<namespace>:{<tag>}<rest>`` with an expiry that every read
+refreshes.
+
+Why the tag: on a Redis Cluster a key's slot is the hash of what its braces hold, so every key of one track
+(its template or prompt-frame memory, its step states, its memory entries) lands in one slot, on one master.
+A request on one object then reads and writes in one pipelined round trip to one node, and a failover keeps
+or loses a track as a whole. A request on several objects (SAM 2's batched steps) touches several tracks, so
+several slots: redis-py's cluster pipeline sends each node its share; nothing here uses a multi-key command,
+a transaction, SCAN or a database other than 0, which a cluster would refuse.
 
 States are immutable: each tracking step stores a new state under a new token and leaves the previous one
 alone until it expires. A client that goes back to an earlier frame and tracks again from there therefore
@@ -39,6 +48,7 @@ from common.core.errors import FunctionError, RequestError, UnavailableError
 from common.core.settings import env_int
 
 TOKEN_BYTES = 16
+TAG_LENGTH = 6  # a token's first characters: its track's tag, the hash tag of its key
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
 KEY_PREFIX = "cvat-functions:state:"
 
@@ -75,13 +85,11 @@ class RedisBackend:
     def _call(self, method: Callable, *args, **kwargs):
         try:
             return method(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(
-                f"the tracker state store (Redis at {self.where}) is unreachable ({type(exc).__name__}); "
-                "try again in a moment"
-            ) from None
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"the tracker state store (Redis at {self.where}) failed: {exc}") from None
+        except redis.RedisError as exc:  # unreachable, failing over, full: each a 503 saying which
+            raise StoreUnavailable(redis_client.failure(exc, "the tracker state store", self.where)) from None
+        except IndexError:  # redis-py's cluster pipeline, when a node of its slot map is gone mid-failover
+            raise StoreUnavailable(f"the tracker state store (Redis at {self.where}) is failing over; "
+                                   "try again in a moment") from None
 
     def set(self, key: str, data: bytes, ttl: int) -> None:
         self._call(self.client.set, key, data, ex=ttl)
@@ -157,8 +165,15 @@ class MemoryBackend:
             self.entries.pop(key, None)
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
+def state_key(namespace: str, token: str) -> str:
+    """The Redis key of a token's state: its track tag in braces, the hash tag of a cluster slot."""
+    return f"{KEY_PREFIX}{namespace}:{{{token[:TAG_LENGTH]}}}{token[TAG_LENGTH:]}"
+
+
+def new_token(near: str | None = None) -> str:
+    """A new token; with ``near`` (a token of the same track) it shares that token's track tag."""
+    tag = near[:TAG_LENGTH] if near else secrets.token_urlsafe(TOKEN_BYTES)[:TAG_LENGTH]
+    return tag + secrets.token_urlsafe(TOKEN_BYTES)[:22 - TAG_LENGTH]
 
 
 State = tuple[dict[str, np.ndarray], dict[str, Any]]
@@ -176,15 +191,22 @@ class StateStore:
         self.cache = MemoryCache(cache_bytes, math.inf) if cache_bytes > 0 else None
 
     def key(self, token: str) -> str:
-        return f"{KEY_PREFIX}{self.namespace}:{token}"
+        return state_key(self.namespace, token)
 
-    def put(self, data: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> str:
-        """Store a new state; its token."""
-        return self.put_many([(data, meta)])[0]
+    def put(self, data: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None,
+            near: str | None = None) -> str:
+        """Store a new state; its token. ``near``: a token of the same track (its keys share a slot), None for
+        the first state of a new track."""
+        return self.put_many([(data, meta)], [near])[0]
 
-    def put_many(self, states: list[tuple[Mapping[str, np.ndarray], Mapping[str, Any] | None]]) -> list[str]:
-        """:meth:`put` of several states (arrays, metadata) in one round trip; their tokens."""
-        tokens = [new_token() for _ in states]
+    def put_many(self, states: list[tuple[Mapping[str, np.ndarray], Mapping[str, Any] | None]],
+                 near: list[str | None] | None = None) -> list[str]:
+        """:meth:`put` of several states (arrays, metadata) in one round trip; their tokens. ``near[i]``: a
+        token of state i's track."""
+        near = [None] * len(states) if near is None else near
+        if len(near) != len(states):
+            raise ValueError(f"put_many: {len(states)} states but {len(near)} tracks")
+        tokens = [new_token(n) for n in near]
         payloads = [arrays.pack(data, meta) for data, meta in states]
         if len(payloads) == 1:
             self.backend.set(self.key(tokens[0]), payloads[0], self.ttl)
@@ -244,7 +266,8 @@ class StateStore:
 
 
 def from_env(namespace: str, warn: Callable[[str], None], env: Mapping[str, str] | None = None) -> StateStore:
-    """Redis when ``CVAT_FUNCTIONS_REDIS_HOST`` is set, else this process's memory (with a warning)."""
+    """Redis when one is configured (``CVAT_FUNCTIONS_REDIS_HOST``, ``_CLUSTER`` or ``_SENTINELS``), else this
+    process's memory (with a warning)."""
     ttl = env_int("TRACKER_STATE_TTL", 3600, env)
     client = redis_client.from_env(env)
     if client is not None:

@@ -65,7 +65,7 @@ class ModelHandler(Tracker):
     def save(self, track: str, center, size, settings: dict, image_size) -> str:
         return self.store.put({}, {"kind": "nanotrack-step", "track": track, "center": [float(v) for v in center],
                                    "size": [float(v) for v in size], "settings": settings,
-                                   "image_size": list(image_size)})
+                                   "image_size": list(image_size)}, near=track)
 
     def step(self, image: Image, token: str, what: str) -> tuple[Region, str]:
         _, state = self.load_step(token, what, "nanotrack-step", image)

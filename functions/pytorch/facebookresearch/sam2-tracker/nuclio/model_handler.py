@@ -161,7 +161,7 @@ class ModelHandler(Tracker):
                  "memory": [], "pointer_frames": [], "image_size": list(image.size), "type": region.type}
         arrays, state["last"] = remember(region)
         pointers = np.zeros((0, *output["obj_ptr"].shape[1:]), np.float32)
-        return self.store.put({"pointers": pointers, **arrays}, state)
+        return self.store.put({"pointers": pointers, **arrays}, state, near=track)
 
     @torch.inference_mode()
     def advance_many(self, image: Image, tokens: list[str], whats: list[str]) -> list[tuple[torch.Tensor, Region,
@@ -211,7 +211,8 @@ class ModelHandler(Tracker):
         keep = self.memory_frames(frame_idx + 1)
         memory = [[f, key] for f, key in state["memory"] if f in keep]
         new_memory, pointer = self.memory_entries(output)
-        memory_tokens = self.store.put_many(new_memory if frame_idx in keep else [])
+        tracks = [state["track"] for _, state in steps]  # each object's keys stay in its track's slot
+        memory_tokens = self.store.put_many(*((new_memory, tracks) if frame_idx in keep else ([], [])))
         results, new_states = [], []
         for j, ((arrays, state), mask) in enumerate(zip(steps, torch_frames.masks_of(logits))):
             region = None if mask is None else Region.from_mask(mask, state["type"], polygon_epsilon())
@@ -224,7 +225,7 @@ class ModelHandler(Tracker):
             step_pointers = np.concatenate([arrays["pointers"], pointer[j:j + 1]])[-self.pointer_frames:]
             new_states.append(({"pointers": step_pointers, **last_arrays}, new_state))
             results.append((logits[j], region))
-        tokens = self.store.put_many(new_states)
+        tokens = self.store.put_many(new_states, tracks)
         return [(logits_j, region, token) for (logits_j, region), token in zip(results, tokens)]
 
     def advance(self, image: Image, token: str, what: str) -> tuple[np.ndarray, Region, str]:

@@ -204,7 +204,7 @@ class ModelHandler(Tracker):
     def save(self, track: str, center, size, image_size, shape_type: str, score: float | None = None) -> str:
         return self.store.put({}, {"kind": "siammask-step", "track": track, "center": [float(v) for v in center],
                                    "size": [float(v) for v in size], "image_size": list(image_size),
-                                   "type": shape_type, "score": score})
+                                   "type": shape_type, "score": score}, near=track)
 
     def advance(self, image: Image, token: str, what: str) -> tuple[Step, str, str]:
         """One step from the state ``token`` names: what the original computes, the new token and the track's
