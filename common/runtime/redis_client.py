@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import OutOfMemoryError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -92,7 +93,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Client | None:
                                                                  PREFIX + "CLUSTER")]
         try:
             return RedisCluster(startup_nodes=seeds, **common)
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise ClusterUnreachable(f"the Redis Cluster ({describe(env)}) cannot be reached: {exc}") from None
     if kind == "sentinel":
         sentinel_auth = {"password": env.get(PREFIX + "SENTINEL_PASSWORD") or None, "ssl": common["ssl"],
@@ -111,7 +112,7 @@ class ClusterUnreachable(redis.ConnectionError):
 def failure(exc: redis.RedisError, what: str, where: str) -> str:
     """A client's message for a Redis error: full (maxmemory), unreachable, or failing (``what`` names the store)."""
     text = str(exc)
-    if isinstance(exc, redis.ResponseError) and text.startswith("OOM"):
+    if isinstance(exc, OutOfMemoryError) or (isinstance(exc, redis.ResponseError) and "maxmemory" in text):
         return (f"{what} (Redis at {where}) is full: it reached its maxmemory and evicts nothing (noeviction); "
                 "free memory, raise maxmemory or lower TRACKER_STATE_TTL, then try again")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or "CLUSTERDOWN" in text or "TRYAGAIN" in text:
