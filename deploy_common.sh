@@ -31,7 +31,8 @@ Options (each also read from the environment variable in brackets):
                         [DEPLOY_CHECK=1]
   -h, --help            this text
 
-CVAT_FUNCTIONS_REDIS_HOST, _PORT and _PASSWORD are passed to the functions when set.
+The CVAT_FUNCTIONS_REDIS_* variables (one server, a cluster or a Sentinel set; see the README) and the
+LABEL_STUDIO_* variables (the Label Studio door) are passed to the functions when set.
 Re-running is safe: the project is created only when missing and nuctl deploy updates existing functions.
 EOF
 }
@@ -178,12 +179,13 @@ deploy_main() {
     else
       extra+=(--registry "$REGISTRY" --run-registry "${RUN_REGISTRY:-$REGISTRY}")
     fi
-    if [ -z "${CVAT_FUNCTIONS_REDIS_HOST:-}" ] && grep -Eq '^[[:space:]]+type:[[:space:]]*tracker[[:space:]]*$' "$dir/$YAML_NAME"; then
+    if [ -z "${CVAT_FUNCTIONS_REDIS_HOST:-}${CVAT_FUNCTIONS_REDIS_CLUSTER:-}${CVAT_FUNCTIONS_REDIS_SENTINELS:-}" ] \
+        && grep -Eq '^[[:space:]]+type:[[:space:]]*tracker[[:space:]]*$' "$dir/$YAML_NAME"; then
       echo "warning: $name is a tracker and CVAT_FUNCTIONS_REDIS_HOST is not set: its states will live in each" \
         "worker's memory, which works only with one worker and one replica (see the README's Trackers section)" >&2
     fi
     extra+=(--env "FUNCTION_YAML=$YAML_NAME")  # the model reads the yaml it is deployed from
-    for var in CVAT_FUNCTIONS_REDIS_HOST CVAT_FUNCTIONS_REDIS_PORT CVAT_FUNCTIONS_REDIS_PASSWORD; do
+    for var in $(compgen -e | grep -E '^(CVAT_FUNCTIONS_REDIS|LABEL_STUDIO)_' | sort); do
       if [ -n "${!var:-}" ]; then extra+=(--env "$var=${!var}"); fi
     done
     if run nuctl deploy "$name" --project-name "$PROJECT" --path "$staged" --file "$staged/$YAML_NAME" \

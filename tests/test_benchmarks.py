@@ -55,3 +55,14 @@ def test_bench_sets_label_studios_predict_beside_cvats_call(models_dir, data_dir
     for stage in ("cvat", "label-studio"):
         assert re.search(rf"^{stage}\s+median\s+[\d.]+ ms", out, re.MULTILINE), out
     assert re.search(r"Label Studio /predict / CVAT call = [\d.]+", out), out
+
+
+def test_bench_state_reads_redis_memory_per_track_and_step(models_dir, data_dir):
+    folder = ROOT / "functions" / "onnx" / "honglinchu" / "nanotrack" / "nuclio"
+    out = run(["bench-state", str(folder), "--steps", "3"], {**os.environ, "MODELS_DIR": str(models_dir),
+                                                             "TEST_DATA_DIR": str(data_dir)})
+    found = re.search(r"onnx-honglinchu-nanotrack\s+tracker\s+start\s+([\d.]+) KiB\s+per step\s+([\d.]+) KiB\s+"
+                      r"track of 3 steps\s+([\d.]+) KiB", out)
+    assert found, out
+    start, step, track = map(float, found.groups())
+    assert start > 10 and 0 < step < 2 and track == pytest.approx(start + 3 * step, abs=0.2)  # template + states

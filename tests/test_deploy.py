@@ -24,7 +24,8 @@ YOLOX = FUNCTIONS / "onnx" / "megvii" / "yolox" / "nuclio"
 GRABCUT = FUNCTIONS / "opencv" / "opencv" / "grabcut" / "nuclio"
 CLEAN_ENV = ("CVAT_FUNCTIONS_PROJECT", "NUCLIO_PLATFORM", "CVAT_FUNCTIONS_NETWORK", "NUCLIO_NAMESPACE",
              "NUCLIO_REGISTRY", "NUCLIO_RUN_REGISTRY", "DEPLOY_STAGE_DIR", "DEPLOY_DRY_RUN",
-             "CVAT_FUNCTIONS_REDIS_HOST", "CVAT_FUNCTIONS_REDIS_PORT", "CVAT_FUNCTIONS_REDIS_PASSWORD")
+             "CVAT_FUNCTIONS_REDIS_HOST", "CVAT_FUNCTIONS_REDIS_PORT", "CVAT_FUNCTIONS_REDIS_PASSWORD",
+             "CVAT_FUNCTIONS_REDIS_CLUSTER", "CVAT_FUNCTIONS_REDIS_SENTINELS", "LABEL_STUDIO_URL")
 
 
 @pytest.fixture
@@ -216,3 +217,8 @@ def test_a_tracker_without_redis_is_deployed_with_a_warning():
     result = deploy("deploy_cpu.sh", "--dry-run", nanotrack, env={"CVAT_FUNCTIONS_REDIS_HOST": "cvat_redis_ondisk"})
     assert result.returncode == 0 and "is a tracker" not in result.stderr
     assert "--env CVAT_FUNCTIONS_REDIS_HOST=cvat_redis_ondisk" in result.stdout + result.stderr
+    cluster = {"CVAT_FUNCTIONS_REDIS_CLUSTER": "redis-0:6379,redis-1:6379", "LABEL_STUDIO_URL": "http://ls:8080"}
+    result = deploy("deploy_cpu.sh", "--dry-run", nanotrack, env=cluster)
+    assert result.returncode == 0 and "is a tracker" not in result.stderr
+    assert "--env CVAT_FUNCTIONS_REDIS_CLUSTER=redis-0:6379" in result.stdout  # the dry run quotes the comma
+    assert "--env LABEL_STUDIO_URL=http://ls:8080" in result.stdout

@@ -311,6 +311,8 @@ def bench_module(which: str = ""):
         from . import bench_prompts as module
     elif which == "exactness":
         from . import bench_exactness as module
+    elif which == "state":
+        from . import bench_state as module
     else:
         from . import bench as module
     return module
@@ -459,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
 
     annotate.add_parser(sub)
 
+    state = sub.add_parser("bench-state", help="bytes of tracker state and embeddings in Redis, to size it",
+                           add_help=False)
+    state.add_argument("state_args", nargs=argparse.REMAINDER)
+    state.set_defaults(func=lambda a: bench_module("state").main(a.state_args))
+
     studio = sub.add_parser("label-studio-config", help="the Label Studio labeling config for a function's labels")
     studio.add_argument("path", help="a detector's or interactor's function folder")
     studio.set_defaults(func=cmd_label_studio_config)
@@ -491,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         args.pytest_args = unknown + args.pytest_args
     elif args.command == "replies":
         args.replies_args = unknown + args.replies_args  # every option goes to pytest
+    elif args.command == "bench-state":
+        args.state_args = unknown + args.state_args
     elif args.command == "dataloop-manifest":
         args.dataloop_args = unknown + args.dataloop_args
     elif args.command == "doctor":
