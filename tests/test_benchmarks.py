@@ -66,3 +66,11 @@ def test_bench_state_reads_redis_memory_per_track_and_step(models_dir, data_dir)
     assert found, out
     start, step, track = map(float, found.groups())
     assert start > 10 and 0 < step < 2 and track == pytest.approx(start + 3 * step, abs=0.2)  # template + states
+
+
+def test_bench_state_sets_a_step_on_the_cluster_beside_one_on_a_single_redis(models_dir, data_dir):
+    folder = ROOT / "functions" / "onnx" / "honglinchu" / "nanotrack" / "nuclio"
+    out = run(["bench-state", str(folder), "--cluster-latency", "--steps", "3"],
+              {**os.environ, "MODELS_DIR": str(models_dir), "TEST_DATA_DIR": str(data_dir)})
+    assert re.search(r"onnx-honglinchu-nanotrack\s+step median: single Redis [\d.]+ ms, Redis Cluster [\d.]+ ms; "
+                     r"cluster / single = [\d.]+", out), out

@@ -4,7 +4,9 @@ For each tracker it starts one track on the test video (``TEST_DATA_DIR/video/te
 steps it ``--steps`` times, and reads Redis's own ``MEMORY USAGE`` of every key each request wrote: the bytes
 of a track's start (template or prompt-frame memory, first state), of each step, and of the whole track, all of
 which stay until ``TRACKER_STATE_TTL`` after their last use. For each interactor with an embedding cache (SAM,
-SAM 2) it reads the bytes of one image's embedding. A private redis-server holds it all; the models load as
+SAM 2) it reads the bytes of one image's embedding. ``--cluster-latency`` measures instead one tracking step
+with the state on a Redis Cluster next to a single Redis, alternated. A private redis-server holds it all;
+the models load as
 the functions do (``MODELS_DIR``, ``MODEL_PATH``; ``--random-weights`` for SAM, SAM 2 and the SAM 2 tracker
 builds the configured architecture with random weights, whose state sizes are the real ones).
 """
@@ -70,6 +72,36 @@ def measure_embedding(folder: Path, env: dict[str, str], image: Path) -> int | N
         server.stop()
 
 
+def cluster_latency(folder: Path, env: dict[str, str], frames: list[Path], steps: int) -> dict[str, list[float]]:
+    """Seconds of one tracking step with the state on a single Redis and on a Redis Cluster (3 masters, 3
+    replicas), the two alternating step by step on the same frames (``steps`` rounds after a warm-up)."""
+    import time
+
+    from common.doors.cvat.door import door_for
+    from common.models.folder import load_model
+
+    from .redis_server import RedisCluster
+
+    single, cluster = RedisServer().start(), RedisCluster(Path(tempfile.mkdtemp(prefix="bench-cluster-"))).start()
+    try:
+        doors = {name: door_for(load_model(folder, env={**os.environ, **env, **where, "TRACKER_CACHE_BYTES": "0"}))
+                 for name, where in (("single Redis", single.env()), ("Redis Cluster", cluster.env()))}
+        encoded = [base64.b64encode(f.read_bytes()).decode() for f in frames[:steps + 4]]
+        states = {name: door({"image": encoded[0], "shapes": [{"type": "rectangle", "points": [280, 160, 420, 330]}],
+                              "states": []}).payload["states"] for name, door in doors.items()}
+        seconds: dict[str, list[float]] = {name: [] for name in doors}
+        for n, image in enumerate(encoded[1:]):
+            for name, door in doors.items():
+                started = time.perf_counter()
+                states[name] = door({"image": image, "shapes": [None], "states": states[name]}).payload["states"]
+                if n >= 3:  # a warm-up first
+                    seconds[name].append(time.perf_counter() - started)
+        return seconds
+    finally:
+        single.stop()
+        cluster.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/fn bench-state", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-weights", action="store_true",
                         help="random weights of the configured architecture for SAM, SAM 2, the SAM 2 tracker")
     parser.add_argument("--siammask-weights", help="a SiamMask checkpoint (MODEL_PATH of that function)")
+    parser.add_argument("--cluster-latency", action="store_true",
+                        help="instead: a tracker step with its state on a Redis Cluster next to a single Redis, "
+                             "alternated, and their ratio")
     args = parser.parse_args(argv)
     data = Path(os.environ.get("TEST_DATA_DIR", "")) if os.environ.get("TEST_DATA_DIR") else None
     if data is None or not (data / "video" / "tennis").is_dir():
@@ -85,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     frames = sorted((data / "video" / "tennis").iterdir())
     configs = [c for c in find_configs(args.paths or None) if c.kind in ("tracker", "interactor")]
     scratch = Path(tempfile.mkdtemp(prefix="bench-state-"))
-    print(f"Redis MEMORY USAGE per key, {args.steps} steps, one object per track (TRACKER_CACHE_BYTES=0)")
+    if args.cluster_latency:
+        print(f"one object's step, {args.steps} rounds after 3 warm-up steps, single Redis and Redis Cluster "
+              "alternated (TRACKER_CACHE_BYTES=0)")
+    else:
+        print(f"Redis MEMORY USAGE per key, {args.steps} steps, one object per track (TRACKER_CACHE_BYTES=0)")
     for config in configs:
         folder = config.path.parent
         env: dict[str, str] = {}
@@ -96,7 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.siammask_weights and "siammask" in folder.as_posix():
             env = {"MODEL_PATH": args.siammask_weights}
         try:
-            if config.kind == "tracker":
+            if args.cluster_latency:
+                if config.kind == "tracker":
+                    import statistics
+
+                    seconds = cluster_latency(folder, env, frames, args.steps)
+                    medians = {name: statistics.median(values) * 1000 for name, values in seconds.items()}
+                    print(f"{config.name:36} step median: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in
+                                                                         medians.items())
+                          + f"; cluster / single = {medians['Redis Cluster'] / medians['single Redis']:.2f}")
+            elif config.kind == "tracker":
                 found = measure_tracker(folder, env, frames, args.steps)
                 print(f"{config.name:36} tracker     start {kib(found['start']):>12}  per step {kib(found['step']):>12}"
                       f"  track of {found['steps']} steps {kib(found['track']):>12}")
