@@ -133,6 +133,7 @@ class RedisCache:
         try:
             return action()
         except redis.RedisError as exc:
+            redis_client.reset_after_failure(self.client)
             self._down_until = self.clock() + self.retry_after
             self.warn(f"embedding cache: Redis {what} failed ({type(exc).__name__}: {exc}); "
                       f"answering without the shared cache, next try in {self.retry_after:g} s")

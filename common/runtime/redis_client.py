@@ -22,7 +22,8 @@ cache); a cluster or Sentinel client learns the new master after a failover on t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import threading
+from typing import Any, Callable, Mapping
 
 import redis
 from redis.backoff import NoBackoff
@@ -71,8 +72,8 @@ def describe(env: Mapping[str, str] | None = None) -> str:
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Client | None:
-    """The configured client, or None when no Redis is configured. Does not connect yet (a cluster client
-    reads the cluster's slot map when it is made, and fails then with a 503-style error when it cannot)."""
+    """The configured client, or None when no Redis is configured. Does not connect yet (a cluster's client is
+    made on its first call, see :class:`LazyCluster`)."""
     env = current_env() if env is None else env
     kind = mode(env)
     if kind is None:
@@ -91,10 +92,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Client | None:
             raise ValueError(f"{PREFIX}DB={db}: a Redis Cluster has database 0 only")
         seeds = [ClusterNode(host, port) for host, port in nodes(env_str(PREFIX + "CLUSTER", env=env),
                                                                  PREFIX + "CLUSTER")]
-        try:
-            return RedisCluster(startup_nodes=seeds, **common)
-        except (redis.RedisError, RedisClusterException) as exc:
-            raise ClusterUnreachable(f"the Redis Cluster ({describe(env)}) cannot be reached: {exc}") from None
+        return LazyCluster(lambda: RedisCluster(startup_nodes=seeds, **common), describe(env))
     if kind == "sentinel":
         sentinel_auth = {"password": env.get(PREFIX + "SENTINEL_PASSWORD") or None, "ssl": common["ssl"],
                          "socket_timeout": timeout, "socket_connect_timeout": timeout}
@@ -109,6 +107,45 @@ class ClusterUnreachable(redis.ConnectionError):
     """No seed node of the cluster answered when the client was made."""
 
 
+class LazyCluster:
+    """A ``RedisCluster`` made on first use, and made again after a call that failed (:meth:`reset`): redis-py's
+    cluster client reads the slot map when it is made, so a cluster not yet reachable when a worker starts (its
+    pods still starting) is a failed call, retried on the next one, as with a single server, rather than a
+    worker that never starts; and a failover is followed on the next call."""
+
+    def __init__(self, make: Callable[[], RedisCluster], where: str):
+        self._make, self._where, self._client, self._lock = make, where, None, threading.Lock()
+
+    def client(self) -> RedisCluster:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = self._make()
+                    except (redis.RedisError, RedisClusterException) as exc:
+                        raise ClusterUnreachable(f"the Redis Cluster ({self._where}) cannot be reached: "
+                                                 f"{exc}") from None
+        return self._client
+
+    def reset(self) -> None:
+        """Forget the client after a failed call, so that the next call reads the slot map afresh: after a
+        failover, redis-py's client can keep sending one slot's commands to the master that is gone."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing the connections of a dead node may fail too; they are dropped anyway
+                pass
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        """The client's method ``name``, the client made when the method is called (inside the caller's error
+        handling), not when it is looked up."""
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(self.client(), name)(*args, **kwargs)
+        return call
+
+
 def failure(exc: redis.RedisError, what: str, where: str) -> str:
     """A client's message for a Redis error: full (maxmemory), unreachable, or failing (``what`` names the store)."""
     text = str(exc)
@@ -119,3 +156,10 @@ def failure(exc: redis.RedisError, what: str, where: str) -> str:
         return (f"{what} (Redis at {where}) is unreachable or failing over ({type(exc).__name__}); "
                 "try again in a moment")
     return f"{what} (Redis at {where}) failed: {text[:200]}"
+
+
+def reset_after_failure(client: Client) -> None:
+    """After a failed call: a cluster's client is made again on the next call (see :meth:`LazyCluster.reset`);
+    other clients reconnect by themselves."""
+    if isinstance(client, LazyCluster):
+        client.reset()

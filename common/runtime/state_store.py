@@ -86,8 +86,11 @@ class RedisBackend:
         try:
             return method(*args, **kwargs)
         except redis.RedisError as exc:  # unreachable, failing over, full: each a 503 saying which
+            if not isinstance(exc, redis.ResponseError):
+                redis_client.reset_after_failure(self.client)
             raise StoreUnavailable(redis_client.failure(exc, "the tracker state store", self.where)) from None
         except IndexError:  # redis-py's cluster pipeline, when a node of its slot map is gone mid-failover
+            redis_client.reset_after_failure(self.client)
             raise StoreUnavailable(f"the tracker state store (Redis at {self.where}) is failing over; "
                                    "try again in a moment") from None
 
