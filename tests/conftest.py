@@ -68,6 +68,15 @@ def dog(data_dir) -> str:
     return b64_file(data_dir / "images" / "dog.jpg")
 
 
+@pytest.fixture(scope="module")
+def images_url(data_dir):
+    """http://127.0.0.1:PORT serving the test images: a platform's file server, whose image URLs a door fetches."""
+    from tools.harness import serving_files
+
+    with serving_files(data_dir / "images") as url:
+        yield url
+
+
 def b64_file(path: Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode()
 

@@ -42,15 +42,6 @@ def scratch(tmp_path_factory):
     return tmp_path_factory.mktemp("door-weights")
 
 
-@pytest.fixture(scope="module")
-def images_url(data_dir):
-    """A local file server standing in for Label Studio's, serving the test images."""
-    from tools.harness import serving_files
-
-    with serving_files(data_dir / "images") as url:
-        yield url
-
-
 def label_studio(model, url: str, image: str, threshold: float = -1.0, context: dict | None = None) -> list[dict]:
     """The regions Label Studio gets for one task, checked against the labeling config made for the function."""
     from label_studio_sdk.label_interface import LabelInterface

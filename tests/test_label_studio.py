@@ -87,13 +87,18 @@ def only_prediction(found: list[dict], config: str) -> dict:
     return prediction
 
 
+def stored_and_found(studio: LabelStudio, config: str, folder: Path, path: Path) -> tuple[dict, list, Image]:
+    """What Label Studio stored for one image (:func:`stored`, :func:`only_prediction`), and what the model
+    finds in the same bytes in this process: its shapes and the image."""
+    found, _ = stored(studio, config, folder, [path])
+    model = load_model(folder)
+    image = Image.from_bytes(path.read_bytes())
+    return only_prediction(found[0], config), model.run(image).shapes(model.labels, *image.size), image
+
+
 def test_yolox_boxes_are_stored_as_our_detections(studio_env, data_dir, models_dir):
-    dog = data_dir / "images" / "dog.jpg"
-    found, _ = stored(studio_env, BOXES, YOLOX, [dog])
-    prediction = only_prediction(found[0], BOXES)
-    model = load_model(YOLOX)
-    image = Image.from_bytes(dog.read_bytes())
-    expected = [s for s in model.run(image).shapes(model.labels, *image.size) if s.label.name in ("dog", "car", "truck")]
+    prediction, shapes, image = stored_and_found(studio_env, BOXES, YOLOX, data_dir / "images" / "dog.jpg")
+    expected = [s for s in shapes if s.label.name in ("dog", "car", "truck")]
     regions = prediction["result"]
     assert len(regions) == len(expected) >= 2
     width, height = image.size
@@ -110,12 +115,7 @@ def test_yolox_boxes_are_stored_as_our_detections(studio_env, data_dir, models_d
 
 
 def test_yunet_faces_with_named_keypoints(studio_env, data_dir, models_dir):
-    grace = data_dir / "images" / "grace_hopper.png"
-    found, _ = stored(studio_env, FACES, YUNET, [grace])
-    prediction = only_prediction(found[0], FACES)
-    model = load_model(YUNET)
-    image = Image.from_bytes(grace.read_bytes())
-    shapes = model.run(image).shapes(model.labels, *image.size)
+    prediction, shapes, image = stored_and_found(studio_env, FACES, YUNET, data_dir / "images" / "grace_hopper.png")
     skeleton = next(s for s in shapes if s.geometry == "skeleton")
     points = {r["value"]["keypointlabels"][0]: r["value"] for r in prediction["result"] if r["type"] == "keypointlabels"}
     assert set(points) == {s.name for s in skeleton.label.sublabels}
@@ -127,12 +127,7 @@ def test_yunet_faces_with_named_keypoints(studio_env, data_dir, models_dir):
 
 
 def test_ppocr_text_in_a_per_region_textarea(studio_env, data_dir, models_dir):
-    page = data_dir / "images" / "page.png"
-    found, _ = stored(studio_env, TEXT, PPOCR, [page])
-    prediction = only_prediction(found[0], TEXT)
-    model = load_model(PPOCR)
-    image = Image.from_bytes(page.read_bytes())
-    shapes = model.run(image).shapes(model.labels, *image.size)
+    prediction, shapes, _ = stored_and_found(studio_env, TEXT, PPOCR, data_dir / "images" / "page.png")
     lines = {r["id"]: r for r in prediction["result"] if r["type"] == "polygonlabels"}
     texts = {r["id"]: r["value"]["text"][0] for r in prediction["result"] if r["type"] == "textarea"}
     assert len(lines) == len(texts) == len(shapes) > 0
@@ -331,15 +326,6 @@ def test_other_kinds_have_no_label_studio_route():
 
 # ---------------------------------------------------------------- in this process, beside a local image server
 
-@pytest.fixture(scope="module")
-def image_server(data_dir):
-    """http://127.0.0.1:PORT/ serving the test images (standing in for Label Studio's file server)."""
-    from tools.harness import serving_files
-
-    with serving_files(data_dir / "images") as url:
-        yield url
-
-
 def studio_door(folder: Path, base: str, env: dict[str, str] | None = None, threshold: float = -1.0):
     from common.doors.label_studio import LabelStudioDoor, LabelStudioSettings
 
@@ -350,12 +336,12 @@ def studio_door(folder: Path, base: str, env: dict[str, str] | None = None, thre
 @pytest.mark.parametrize("folder", [FUNCTIONS / "pytorch" / "facebookresearch" / "sam" / "nuclio",
                                     FUNCTIONS / "pytorch" / "facebookresearch" / "sam2" / "nuclio"],
                          ids=["sam", "sam2"])
-def test_sam_clicks_reuse_the_embedding(folder, image_server, data_dir, tmp_path):
+def test_sam_clicks_reuse_the_embedding(folder, images_url, data_dir, tmp_path):
     """Random weights of the real architecture: a positive click, then one more on the same image; the second
     runs only the decoder (a cache hit), and each answer is the model's own mask for that prompt."""
     from tools.replies import random_weights
 
-    door = studio_door(folder, image_server, random_weights(folder, tmp_path))
+    door = studio_door(folder, images_url, random_weights(folder, tmp_path))
     image = Image.from_bytes((data_dir / "images" / "dog.jpg").read_bytes())
     width, height = image.size
     clicks = [(300.0, 350.0, True), (200.0, 300.0, False)]
@@ -380,13 +366,13 @@ def test_sam_clicks_reuse_the_embedding(folder, image_server, data_dir, tmp_path
     assert cached == ["miss", "hit"]
 
 
-def test_owlv2_looks_for_the_configs_own_label_names(image_server, data_dir, tmp_path):
+def test_owlv2_looks_for_the_configs_own_label_names(images_url, data_dir, tmp_path):
     """A text-prompted detector takes the config's labels as its vocabulary, names its spec lacks included."""
     from tests.test_text_prompts import OWLV2, owlv2_package
     from tools.random_weights import owlv2_folder
 
     folder = owlv2_folder(tmp_path / "owlv2")
-    door = studio_door(OWLV2, image_server, {"MODEL_PATH": str(folder)}, threshold=0.05)
+    door = studio_door(OWLV2, images_url, {"MODEL_PATH": str(folder)}, threshold=0.05)
     config = BOXES.replace('<Label value="unicorn"/>', '<Label value="zebra crossing"/>')
     reply, _ = door.call("predict", "POST", lambda: {"tasks": [{"id": 1, "data": {"image": "/dog.jpg"}}],
                                                      "label_config": config})
@@ -412,10 +398,10 @@ def test_owlv2_looks_for_the_configs_own_label_names(image_server, data_dir, tmp
     ({"result": [{"type": "rectanglelabels", "value": {"x": 120, "y": 10, "width": 5, "height": 5}}]}, "no area"),
     ({"result": [{"type": "polygonlabels", "value": {"x": 1, "y": 1}}]}, "not a prompt"),
 ])
-def test_a_bad_smart_tool_context_is_a_400(image_server, context, fragment):
+def test_a_bad_smart_tool_context_is_a_400(images_url, context, fragment):
     from common.core.errors import RequestError
 
-    door = studio_door(GRABCUT, image_server)
+    door = studio_door(GRABCUT, images_url)
     with pytest.raises(RequestError, match=fragment):
         door.call("predict", "POST", lambda: {"tasks": [{"id": 1, "data": {"image": "/dog.jpg"}}], "label_config": SMART,
                                              "params": {"context": context}})

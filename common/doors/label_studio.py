@@ -30,6 +30,7 @@ import re
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -336,8 +337,6 @@ class Images:
 
     def refresh(self, key: str) -> tuple[str, float]:
         """A personal access token exchanged for a short-lived access token (``POST /api/token/refresh/``)."""
-        import urllib.request
-
         request = urllib.request.Request(urllib.parse.urljoin(self.base, "api/token/refresh/"),
                                          data=json.dumps({"refresh": key}).encode(), method="POST",
                                          headers={"Content-Type": "application/json"})
