@@ -75,7 +75,7 @@ class RedisCluster:
     def start_node(self, port: int) -> None:
         command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                    "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-                   "--cluster-node-timeout", str(self.node_timeout), "--dir", str(self.folder)]
+                   "--cluster-node-timeout", str(self.node_timeout), "--dir", str(self.folder), *REPLICATION]
         if self.maxmemory:
             command += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
         self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -92,6 +92,8 @@ class RedisCluster:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-500:]}{created.stderr[-500:]}")
         self.wait_ok(timeout)
+        wait_for(lambda: all(replica_synced(p) for p in self.ports if role(p) != "master"), timeout,
+                 "the replicas' first sync")
         return self
 
     def wait_ok(self, timeout: float = 60) -> None:
@@ -146,7 +148,7 @@ class RedisSentinels:
         self.processes: dict[int, subprocess.Popen] = {}
 
     def start(self, timeout: float = 60) -> "RedisSentinels":
-        base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.folder), *REPLICATION]
         self.processes[self.master] = subprocess.Popen(["redis-server", "--port", str(self.master), *base],
                                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.processes[self.replica] = subprocess.Popen(
@@ -163,8 +165,7 @@ class RedisSentinels:
                                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: all(redis.Redis(port=p, socket_timeout=1).sentinel_master("mymaster")["num-other-sentinels"]
                              == len(self.sentinel_ports) - 1 for p in self.sentinel_ports), timeout, "the sentinels")
-        wait_for(lambda: redis.Redis(port=self.master, socket_timeout=1).info("replication")["connected_slaves"] >= 1,
-                 timeout, "the replica")
+        wait_for(lambda: replica_synced(self.replica), timeout, "the replica's first sync")
         return self
 
     def current_master(self) -> int:
@@ -180,6 +181,20 @@ class RedisSentinels:
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+# a replica takes over only once it has synced with its master: a master lost before its replica's first sync
+# (which Redis delays 5 s by default, to serve several replicas at once) is never failed over
+REPLICATION = ["--repl-diskless-sync-delay", "0"]
+
+
+def role(port: int) -> str:
+    return redis.Redis(port=port, socket_timeout=1).info("replication")["role"]
+
+
+def replica_synced(port: int) -> bool:
+    """Whether the replica on ``port`` has finished its sync with its master (so that it can take over)."""
+    return redis.Redis(port=port, socket_timeout=1).info("replication").get("master_link_status") == "up"
 
 
 def cluster_port() -> int:
