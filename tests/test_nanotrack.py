@@ -136,6 +136,24 @@ def test_declared_form_starts_and_continues_several_objects(served, scene):
     assert again["shapes"] == reply["shapes"]
 
 
+def test_the_reply_says_what_the_state_cost_the_store(served, scene, redis_server):
+    """``X-Tracker-State-Bytes``: the bytes the request stored in Redis (what the playground shows per object)."""
+    from common.runtime.state_store import KEY_PREFIX, state_key
+
+    images, truth = scene
+    client, name = redis_server.client(), "onnx-honglinchu-nanotrack"
+    before = set(client.scan_iter(match=f"{KEY_PREFIX}{name}:*"))
+    code, headers, reply = http("POST", function_url(served), {
+        "image": images[0], "shapes": [{"type": "rectangle", "points": list(truth[0])}], "states": []})
+    assert code == 200
+    new = set(client.scan_iter(match=f"{KEY_PREFIX}{name}:*")) - before  # the template and the first step
+    assert len(new) == 2 and int(headers["X-Tracker-State-Bytes"]) == sum(client.strlen(k) for k in new)
+    code, headers, step = http("POST", function_url(served), {"image": images[1], "shapes": [None],
+                                                               "states": reply["states"]})
+    assert code == 200
+    assert int(headers["X-Tracker-State-Bytes"]) == client.strlen(state_key(name, step["states"][0])) > 0
+
+
 def test_legacy_form_is_answered_with_bare_point_lists(served, scene):
     images, truth = scene
     reply = call(served, {"image": images[0], "shapes": [list(truth[0])], "states": []})

@@ -100,6 +100,30 @@ def test_owlv2_prompts_per_label_and_the_restriction_list(owlv2, dog, tmp_path):
     assert_boxes_equal(animals, owlv2_package(owlv2, rgb, ["dog"], 0.05), ["animal"])
 
 
+def test_owlv2_takes_prompts_of_the_requests_own(owlv2, dog):
+    """The CVAT door's ``prompts`` (our extension, the playground's text prompts): each phrase a label named by
+    it, spec name or not, equal to the package's own call for those phrases."""
+    path, rgb = dog
+    with door_of(OWLV2, MODEL_PATH=str(owlv2), TORCH_DEVICE="cpu") as door:
+        image = b64_file(path)
+        reply = door({"image": image, "threshold": 0.05, "prompts": ["dog", " zebra crossing ", "dog"]}).payload
+        for body, message in (({"prompts": []}, "prompts"), ({"prompts": [""]}, "prompts"),
+                              ({"prompts": ["x" * 201]}, "prompts"), ({"prompts": "dog"}, "prompts"),
+                              ({"prompts": ["dog"], "labels": ["dog"]}, "not both")):
+            with pytest.raises(RequestError, match=message):
+                door({"image": image, **body})
+    expected = owlv2_package(owlv2, rgb, ["dog", "zebra crossing"], 0.05)
+    assert expected, "the random model finds something at this threshold"
+    assert_boxes_equal(reply, expected, ["dog", "zebra crossing"])
+
+
+def test_a_fixed_class_detector_refuses_prompts(models_dir, dog):
+    path, _ = dog
+    with door_of(ROOT / "functions" / "onnx" / "megvii" / "yolox" / "nuclio", MODELS_DIR=str(models_dir)) as door:
+        with pytest.raises(RequestError, match="fixed list of labels"):
+            door({"image": b64_file(path), "prompts": ["dog"]})
+
+
 def sam3_package(folder, rgb: np.ndarray, phrase: str, threshold: float) -> dict:
     """The package's own path for one phrase: processor, model, post-processing at the image's size."""
     from transformers import Sam3Model, Sam3Processor

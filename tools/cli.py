@@ -113,6 +113,7 @@ def cmd_serve(args) -> int:
         for runtime in studio:
             smart = "  (interactive: turn on 'Interactive preannotations')" if runtime.config.kind == "interactor" else ""
             print(f"  {runtime.name:38} http://{host}:{runtime.http_port}/{smart}")
+    print(f"\nPlayground (every function in a browser): http://{host}:{harness.port}/")
     first = next(iter(harness.functions.values()))
     print(
         "\nTry it (the body goes through stdin: base64 images are too long for a command line):\n"

@@ -14,6 +14,8 @@ Emulated Nuclio semantics:
   Nuclio's HTTP trigger passes them: every method, the path percent-decoded and normalised, query arguments
   in ``event.fields``, header names canonicalised (the last of repeated headers wins), the body as bytes
   (``None`` without Content-Length or Transfer-Encoding), JSON-decoded only for exactly ``application/json``.
+- The dashboard's port also answers ``/`` with the playground page (:mod:`tools.playground`), a client of the
+  same API.
 - The dashboard's ``/api/function_invocations`` forwards GET, POST, PUT, DELETE, PATCH and OPTIONS with every
   header (``x-nuclio-*`` included) to the path in ``x-nuclio-path``, and drops ``x-nuclio*`` reply headers.
 """
@@ -38,6 +40,7 @@ from urllib.parse import parse_qsl, unquote, unquote_to_bytes, urlparse
 
 from common.core.config import DEFAULT_BODY_LIMIT, FunctionConfig
 
+from . import playground
 from .config import ROOT, absolute_paths
 from .worker import worker_main
 
@@ -67,8 +70,9 @@ class Worker:
         self.process = _MP.Process(
             target=worker_main, daemon=True,
             args=(child, str(function.config.directory), str(ROOT), function.config.handler, env,
-                  function.name, worker_id),
+                  function.name, worker_id, function.config.annotations.get("framework", "")),
         )
+        self.runtime: dict[str, str] = {}  # the backend and device it reported when ready
         self.process.start()
         child.close()
 
@@ -78,7 +82,10 @@ class Worker:
             kind, message = self.conn.recv()
         except (EOFError, OSError):
             return f"worker process exited with code {self.process.exitcode} during init_context"
-        return None if kind == "ready" else str(message)
+        if kind == "ready":
+            self.runtime = message or {}
+            return None
+        return str(message)
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -97,6 +104,7 @@ class FunctionRuntime:
         self.state = "building"
         self.message = ""
         self.http_port: int | None = None
+        self.runtime: dict[str, str] = {}  # the backend and device its first ready worker reported
         self._ready_count = 0
         self._lock = threading.Lock()
         self._all_ready = threading.Event()
@@ -127,6 +135,7 @@ class FunctionRuntime:
             self._all_ready.set()  # nothing more to wait for
             return
         with self._lock:
+            self.runtime = self.runtime or worker.runtime
             self._ready_count += 1
             if self._ready_count >= self.config.workers and self.state == "building":
                 self.state = "ready"
@@ -345,7 +354,13 @@ class _DashboardHandler(_Handler):
     def _describe(self, path: str) -> None:
         started = time.perf_counter()
         functions: dict[str, FunctionRuntime] = self.server.functions
-        if path == "/api/functions":
+        page = playground.static(path)
+        if page is not None:  # the playground page and its files
+            self._reply({"status": 200, "headers": {"Cache-Control": "no-cache"}, "content_type": page[0],
+                         "body": page[1]}, started, "dashboard")
+        elif path == playground.LISTING:
+            self._json(200, playground.listing(functions), started)
+        elif path == "/api/functions":
             self._json(200, {name: f.description() for name, f in functions.items()}, started)
         elif path.startswith("/api/functions/"):
             name = unquote(path[len("/api/functions/"):])
@@ -353,7 +368,7 @@ class _DashboardHandler(_Handler):
                 self._json(200, functions[name].description(), started)
             else:
                 self._json(404, {"error": f"function {name} not found"}, started)
-        elif path in ("/api/healthz", "/api/versions", ""):
+        elif path in ("/api/healthz", "/api/versions"):
             self._json(200, {"dashboard": {"label": "cvat-functions-harness"}}, started)
         else:
             self._json(404, {"error": f"no such endpoint: {path}"}, started)

@@ -19,7 +19,7 @@ Nuclio 1.13 and 1.14), and so what this module does:
 Where ``init_context`` is defined in the handler's module named by ``spec.handler`` but the wrapper would look
 elsewhere (a handler made in another module), the worker refuses to start: under Nuclio that function would
 answer every event with a 500. It talks to the harness over a multiprocessing pipe. Messages to the worker:
-``("event", dict)``; from it: ``("ready", None)``, ``("init_failed", message)`` and ``("response", dict)``.
+``("event", dict)``; from it: ``("ready", {"backend", "device"})``, ``("init_failed", message)`` and ``("response", dict)``.
 """
 
 from __future__ import annotations
@@ -111,7 +111,18 @@ def serve_one(handler: Callable, context: Any, message: dict) -> dict:
         return failure("in handler", exc)
 
 
-def worker_main(conn, function_dir: str, root: str, handler_spec: str, env: dict, name: str, worker_id: int) -> None:
+def runtime_of(framework: str) -> dict[str, str]:
+    """The backend and device the loaded model runs on (:func:`common.runtime.backends.describe`), for the
+    playground page; empty when the function does not use our ``common`` package."""
+    try:
+        from common.runtime.backends import describe
+        return describe(framework)
+    except Exception as exc:  # information only: it never stops a worker
+        return {"backend": f"unknown ({type(exc).__name__})", "device": "unknown"}
+
+
+def worker_main(conn, function_dir: str, root: str, handler_spec: str, env: dict, name: str, worker_id: int,
+                framework: str = "") -> None:
     import nuclio_sdk
 
     os.environ.update(env)
@@ -134,7 +145,7 @@ def worker_main(conn, function_dir: str, root: str, handler_spec: str, env: dict
         logger.error_with("init_context failed", traceback=traceback.format_exc())
         conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", None))
+    conn.send(("ready", runtime_of(framework)))
     while True:
         try:
             kind, message = conn.recv()

@@ -236,3 +236,30 @@ def load_torch_checkpoint(model, path: str | Path, expected: str):
     except Exception as exc:
         raise WeightsError(f"{path} is not a {expected} checkpoint ({str(exc).splitlines()[0]})") from None
     return model
+
+
+def describe(framework: str) -> dict[str, str]:
+    """What runs a function of ``framework`` (its yaml's ``framework`` annotation) in this process, for people:
+    ``{"backend": "PyTorch 2.x", "device": "cuda:0 (NVIDIA H100)"}``; called after the model has loaded."""
+    if framework == "pytorch":
+        import torch
+
+        device = str(torch_device())
+        if device.startswith("cuda"):
+            device += f" ({torch.cuda.get_device_name(torch.device(device))})"
+        return {"backend": f"PyTorch {torch.__version__}", "device": device}
+    if framework == "onnx":
+        if env_str("INFERENCE_BACKEND", "onnxruntime").strip().lower() == "openvino":
+            import openvino
+
+            return {"backend": f"OpenVINO {openvino.__version__}", "device": env_str("OPENVINO_DEVICE", "CPU")}
+        import onnxruntime
+
+        providers = ort_providers()
+        return {"backend": f"ONNX Runtime {onnxruntime.__version__}",
+                "device": "cuda" if providers and providers[0] == CUDA else "cpu"}
+    if framework == "opencv":
+        import cv2
+
+        return {"backend": f"OpenCV {cv2.__version__}", "device": "cpu"}
+    return {"backend": framework or "unknown", "device": "unknown"}

@@ -192,6 +192,12 @@ class StateStore:
         self.ttl = int(ttl)
         # unpacked states by token, read-only (every reader shares them); Redis keeps their expiry
         self.cache = MemoryCache(cache_bytes, math.inf) if cache_bytes > 0 else None
+        self._stored = threading.local()
+
+    def stored_bytes(self) -> int:
+        """The bytes this thread has stored so far (packed payloads, keys aside): the difference over a request
+        is what it cost the store."""
+        return getattr(self._stored, "total", 0)
 
     def key(self, token: str) -> str:
         return state_key(self.namespace, token)
@@ -211,6 +217,7 @@ class StateStore:
             raise ValueError(f"put_many: {len(states)} states but {len(near)} tracks")
         tokens = [new_token(n) for n in near]
         payloads = [arrays.pack(data, meta) for data, meta in states]
+        self._stored.total = self.stored_bytes() + sum(len(p) for p in payloads)
         if len(payloads) == 1:
             self.backend.set(self.key(tokens[0]), payloads[0], self.ttl)
         elif payloads:

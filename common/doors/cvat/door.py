@@ -68,8 +68,14 @@ class DetectorDoor(Door):
         return parse_detector(body)
 
     def answer(self, request: DetectorRequest) -> Reply:
-        detections = self.model.run(request.image, request.threshold, request.labels)
-        return Reply(replies.detector_reply(detections, self.model.labels, *request.image.size))
+        if request.prompts is None:
+            detections = self.model.run(request.image, request.threshold, request.labels)
+            return Reply(replies.detector_reply(detections, self.model.labels, *request.image.size))
+        if not self.model.open_vocabulary:
+            raise RequestError("prompts: this function finds a fixed list of labels; name some of them in labels")
+        vocabulary = self.model.vocabulary(request.prompts)  # each phrase its own label, named by it
+        detections = self.model.run(request.image, request.threshold, request.prompts, vocabulary)
+        return Reply(replies.detector_reply(detections, vocabulary, *request.image.size))
 
 
 class InteractorDoor(Door):
@@ -116,6 +122,9 @@ class TrackerDoor(Door):
         return parse_tracker(body, self.model.supported_shape_types)
 
     def answer(self, request: TrackerRequest) -> Reply:
+        """The shapes and states; the header ``X-Tracker-State-Bytes`` says what the request stored on the server
+        (all its objects' states, in bytes), where CVAT's own trackers would send it through the browser."""
+        stored = self.model.store.stored_bytes()
         answers: dict[int, tuple[str, list, str, bool]] = {}  # shape index → (type, points, token, legacy)
         continuing: list[tuple[int, str, bool]] = []
         for i, shape in enumerate(request.shapes):
@@ -136,7 +145,8 @@ class TrackerDoor(Door):
             shape_type, points, token, legacy = answers[i]
             shapes.append(points if legacy else {"type": shape_type, "points": points})
             states.append(token + LEGACY if legacy else token)
-        return Reply({"shapes": shapes, "states": states})
+        return Reply({"shapes": shapes, "states": states},
+                     {"X-Tracker-State-Bytes": str(self.model.store.stored_bytes() - stored)})
 
 
 class ReidDoor(Door):

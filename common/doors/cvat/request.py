@@ -60,6 +60,7 @@ class DetectorRequest:
     image: Image
     threshold: float | None  # None: the model's default
     labels: tuple[str, ...] | None = None  # only these spec labels (our extension; CVAT sends none)
+    prompts: tuple[str, ...] | None = None  # text-prompted detectors: these phrases, each its own label (ours too)
 
 
 def label_names(body: Mapping[str, Any], name: str = "labels") -> tuple[str, ...] | None:
@@ -73,12 +74,22 @@ def label_names(body: Mapping[str, Any], name: str = "labels") -> tuple[str, ...
     return tuple(value)
 
 
+MAX_PROMPT = 200  # characters of one text prompt
+
+
 def parse_detector(body: object, default_threshold: float | None = None) -> DetectorRequest:
-    """``{"image": b64, "threshold"?: 0..1, "labels"?: [name, ...]}``. CVAT never sends a threshold of 0 (it
-    drops falsy values) nor labels."""
+    """``{"image": b64, "threshold"?: 0..1, "labels"?: [name, ...], "prompts"?: [phrase, ...]}``. CVAT never
+    sends a threshold of 0 (it drops falsy values), labels or prompts."""
     body = require_object(body)
     threshold = optional_threshold(body, default_threshold)
-    return DetectorRequest(image=image_field(body), threshold=threshold, labels=label_names(body))
+    labels, prompts = label_names(body), label_names(body, "prompts")
+    if labels is not None and prompts is not None:
+        raise RequestError("send labels (names of the function's labels) or prompts (phrases to look for), not both")
+    if prompts is not None:
+        prompts = tuple(dict.fromkeys(p.strip() for p in prompts))
+        if not prompts or not all(0 < len(p) <= MAX_PROMPT for p in prompts):
+            raise RequestError(f"prompts must be phrases of 1 to {MAX_PROMPT} characters")
+    return DetectorRequest(image=image_field(body), threshold=threshold, labels=labels, prompts=prompts)
 
 
 # ---------------------------------------------------------------- interactor

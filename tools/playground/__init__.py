@@ -1,0 +1,73 @@
+"""The playground page that ``tools/fn serve`` answers at its dashboard port's ``/``: plain HTML, CSS and
+JavaScript from this folder (no build step, nothing fetched from elsewhere), and the listing it reads.
+
+The page is one more client of the dashboard's API: it lists the functions from ``/api/playground/functions``
+and calls them through ``/api/function_invocations`` exactly as CVAT does, so every request it sends meets the
+same validation as any other client's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tools.harness import FunctionRuntime
+
+FOLDER = Path(__file__).parent
+TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+         ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+PREFIX = "/playground/"
+LISTING = "/api/playground/functions"
+
+
+def static(path: str) -> tuple[str, bytes] | None:
+    """(content type, bytes) of the page's file at URL ``path`` (``/`` is the page itself); None for any other
+    path. Only the files of this folder with the types above are served, looked up by name, never by a path a
+    client could steer elsewhere."""
+    name = "index.html" if path in ("", "/") else path[len(PREFIX):] if path.startswith(PREFIX) else None
+    if not name:
+        return None
+    files = {f.name: f for f in FOLDER.iterdir() if f.suffix in TYPES and f.is_file()}
+    found = files.get(name)
+    return None if found is None else (TYPES[found.suffix], found.read_bytes())
+
+
+def labels_of(config) -> list[dict]:
+    """The spec's labels, as the page shows and uses them: name, type, sublabels' names, attributes' names."""
+    try:
+        spec = json.loads(config.annotations.get("spec") or "[]")
+    except ValueError:
+        return []
+    return [{"name": str(label.get("name")), "type": label.get("type", "any"),
+             "sublabels": [str(s.get("name")) for s in label.get("sublabels") or []],
+             "attributes": [str(a.get("name")) for a in label.get("attributes") or []]}
+            for label in spec if isinstance(label, dict)]
+
+
+def describe(runtime: "FunctionRuntime") -> dict:
+    """One function for the page: what the dashboard knows of it, the backend and device its workers reported,
+    and the doors it answers (paths on its own port)."""
+    config = runtime.config
+    annotations = config.annotations
+    kind = config.kind
+    doors = {"CVAT / Nuclio": "/"}
+    if kind == "detector":
+        doors["V7 Darwin"] = "/infer"
+    if kind in ("detector", "interactor"):
+        doors["Label Studio"] = "/"
+    return {
+        "name": runtime.name, "title": annotations.get("name", runtime.name), "kind": kind, "state": runtime.state,
+        "message": runtime.message, "workers": config.workers, "port": runtime.http_port,
+        "framework": annotations.get("framework", ""), "backend": runtime.runtime.get("backend", ""),
+        "device": runtime.runtime.get("device", ""), "labels": labels_of(config),
+        "open_vocabulary": str(annotations.get("open_vocabulary", "")).lower() == "true",
+        "shape_types": [t.strip() for t in str(annotations.get("supported_shape_types", "")).split(",")
+                        if t.strip()],
+        "doors": doors,
+    }
+
+
+def listing(functions: dict[str, "FunctionRuntime"]) -> list[dict]:
+    return [describe(runtime) for runtime in functions.values()]
