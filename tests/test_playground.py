@@ -303,6 +303,31 @@ def test_the_page_lists_every_function_with_its_doors(browser, served):
     screenshot(browser, "functions")
 
 
+def test_a_function_that_failed_to_start_shows_why(browser, tmp_path):
+    """A worker whose init fails: the function is listed in state error with the message, and cannot be tried."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tools.config import find_configs
+    from tools.harness import Harness
+
+    config = find_configs([FOLDERS["grabcut"]])[0]
+    broken = copy.deepcopy(config.config)
+    broken["metadata"]["name"] = "broken-grabcut"
+    broken["spec"]["handler"] = "main:no_such_handler"
+    harness = Harness([type(config)(config.path, broken)], port=0)
+    harness.start()
+    try:
+        harness.wait_ready(60)
+        browser.get(f"http://127.0.0.1:{harness.port}/")
+        row = WebDriverWait(browser, 30).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, 'tr[data-function="broken-grabcut"][data-state="error"]'))
+        assert "no_such_handler" in row.text
+        assert not row.find_element(By.CSS_SELECTOR, "button[data-try]").is_enabled()
+    finally:
+        harness.stop()
+
+
 def test_the_page_and_its_files_only(served):
     status, headers, body = http("GET", served["dashboard"] + "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html") and b"playground.js" in body
@@ -500,6 +525,37 @@ def test_tracker_frames_step_and_play(browser, served, data_dir):
         info = browser.find_element(By.ID, "trk-info")
         assert int(info.get_attribute("data-bytes")) > 0 and "of state per object stored on the server" in info.text
     screenshot(browser, "tracker")
+
+
+def test_tracker_takes_a_short_video(browser, served, data_dir, tmp_path):
+    """A WebM of 10 frames at 5 fps: the page samples it at 5 frames per second and tracks over those frames."""
+    import cv2
+    from selenium.webdriver.common.by import By
+
+    frames = sorted((data_dir / "video" / "tennis").iterdir())[:10]
+    first = cv2.imread(str(frames[0]))
+    video = tmp_path / "tennis.webm"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"VP80"), 5, (first.shape[1], first.shape[0]))
+    assert writer.isOpened(), "OpenCV writes VP8 WebM"
+    for frame in frames:
+        writer.write(cv2.imread(str(frame)))
+    writer.release()
+    pick(browser, served, "nanotrack", "trk-frames", video)
+    count = browser.execute_script("return tracker.frames.length")
+    sizes = browser.execute_script("return tracker.frames.map((f) => [f.width, f.height])")
+    assert count in (10, 11) and all(size == [first.shape[1], first.shape[0]] for size in sizes)
+    for field, value in zip(("trk-x1", "trk-y1", "trk-x2", "trk-y2"), (250, 160, 420, 330)):
+        browser.find_element(By.ID, field).send_keys(str(value))
+    browser.find_element(By.ID, "trk-add-box").click()
+    before = calls(browser)
+    for _ in range(4):
+        browser.find_element(By.ID, "trk-step").click()
+        before += 1
+        assert wait_reply(browser, before - 1)["status"] == 200
+    replies = browser.execute_script("return tracker.results.map((r) => r.shapes[0].points)")
+    assert len(replies) == 4
+    x1, y1, x2, y2 = replies[3]
+    assert drawn(browser)["shapes"][0]["rect"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
 
 
 # ---------------------------------------------------------------- ReID
