@@ -769,7 +769,9 @@ function select(name) {
   $("workspace-title").textContent = `${fn.title} (${fn.name})`;
   $("workspace-about").textContent = `${fn.kind} · ${fn.device || "device unknown"} · ${fn.backend || "backend unknown"} · ` +
     `${fn.workers} worker(s)`;
-  document.querySelectorAll("#controls fieldset").forEach((set) => { set.hidden = set.dataset.kind !== fn.kind; });
+  document.querySelectorAll("#controls [data-kind]").forEach((part) => {
+    part.hidden = !part.dataset.kind.split(" ").includes(fn.kind);
+  });
   $("stage1").hidden = fn.kind !== "reid";
   stage0.handlers = stage1.handlers = null;
   if (changedKind) {
@@ -812,11 +814,17 @@ $("int-add-neg").addEventListener("click", () => interactor.image && interactor.
 $("int-undo").addEventListener("click", () => interactor.undo());
 $("int-clear").addEventListener("click", () => interactor.clear());
 
+// the box typed in the Box fields, corners in either order
+function typedBox() {
+  const [x1, y1, x2, y2] = ["box-x1", "box-y1", "box-x2", "box-y2"].map((id) => Number($(id).value));
+  return [Math.min(x1, x2), Math.min(y1, y2), Math.max(x1, x2), Math.max(y1, y2)];
+}
 $("trk-add-box").addEventListener("click", () => {
-  if (!tracker.frames.length || tracker.states) return;
-  const [x1, y1, x2, y2] = ["trk-x1", "trk-y1", "trk-x2", "trk-y2"].map((id) => Number($(id).value));
-  tracker.addBox([Math.min(x1, x2), Math.min(y1, y2), Math.max(x1, x2), Math.max(y1, y2)]);
+  if (tracker.frames.length && !tracker.states) tracker.addBox(typedBox());
 });
+[0, 1].forEach((k) => $(`reid-add${k}`).addEventListener("click", () => {
+  if (reid.images[k]) { reid.boxes[k].push(typedBox()); reid.draw(null); }
+}));
 $("trk-close").addEventListener("click", () => tracker.addOutline(tracker.outline));
 $("trk-clear").addEventListener("click", () => { tracker.objects = []; tracker.outline = []; tracker.restart(); });
 $("trk-step").addEventListener("click", () => tracker.step());
