@@ -167,6 +167,8 @@ return {scale: image.width / natural.width, image: [image.left, image.top, image
       keypoints: [...g.querySelectorAll(".keypoint")].map((k) => [k.dataset.label, Number(k.getAttribute("cx")),
         Number(k.getAttribute("cy"))]),
       texts: [...g.querySelectorAll("text.recognised")].map((t) => t.textContent),
+      edges: [...g.querySelectorAll("line.edge")].map((l) => [l.dataset.from, l.dataset.to,
+        ...["x1", "y1", "x2", "y2"].map((name) => Number(l.getAttribute(name)))]),
       screen: [box.left, box.top, box.width, box.height]};
   })};
 """
@@ -393,6 +395,10 @@ def test_detector_skeletons_with_named_points(browser, served, data_dir):
     for shape, reply in zip(drawn_skeletons, skeletons):
         visible = [(e["label"], *e["points"]) for e in reply["elements"] if not e["outside"]]
         assert [tuple(k) for k in shape["keypoints"]] == visible and len(visible) == 5
+        # the spec's edges join them: eyes to the nose tip, the mouth corners
+        points = {name: [x, y] for name, x, y in visible}
+        assert shape["edges"] == [[a, b, *points[a], *points[b]] for a, b in (
+            ("right eye", "nose tip"), ("left eye", "nose tip"), ("right mouth corner", "left mouth corner"))]
     for shape, reply in zip((s for s in page["shapes"] if s["type"] == "rectangle"),
                             (s for s in expected if s["type"] == "rectangle")):
         assert_on_screen(page, shape, reply["points"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,14 +35,28 @@ def static(path: str) -> tuple[str, bytes] | None:
     return None if found is None else (TYPES[found.suffix], found.read_bytes())
 
 
+def edges(svg: str) -> list[list[str]]:
+    """A skeleton's edges as pairs of point names, read from the spec's ``svg`` (CVAT's skeleton drawing: circles
+    naming their ``data-node-id`` and ``data-label-name``, lines joining ``data-node-from`` to ``data-node-to``)."""
+    try:
+        drawing = ElementTree.fromstring(f"<svg>{svg}</svg>")
+    except ElementTree.ParseError:
+        return []
+    names = {node.get("data-node-id"): node.get("data-label-name") for node in drawing.iter("circle")}
+    return [[names[line.get("data-node-from")], names[line.get("data-node-to")]] for line in drawing.iter("line")
+            if line.get("data-node-from") in names and line.get("data-node-to") in names]
+
+
 def labels_of(config) -> list[dict]:
-    """The spec's labels, as the page shows and uses them: name, type, sublabels' names, attributes' names."""
+    """The spec's labels, as the page shows and uses them: name, type, sublabels' names and a skeleton's edges,
+    attributes' names."""
     try:
         spec = json.loads(config.annotations.get("spec") or "[]")
     except ValueError:
         return []
     return [{"name": str(label.get("name")), "type": label.get("type", "any"),
              "sublabels": [str(s.get("name")) for s in label.get("sublabels") or []],
+             "edges": edges(str(label.get("svg") or "")),
              "attributes": [str(a.get("name")) for a in label.get("attributes") or []]}
             for label in spec if isinstance(label, dict)]
 

@@ -336,6 +336,15 @@ function drawShape(stage, shape, index, name = shape.label, color = colorOf(shap
       group.append(element("svg:circle", { class: "shape", cx: points[i], cy: points[i + 1], r: stage.radius }));
     }
   } else if (shape.type === "skeleton") {
+    // the edges the spec's skeleton drawing joins, between the points that are visible
+    const visible = new Map((shape.elements || []).filter((p) => !p.outside).map((p) => [p.label, p.points]));
+    const spec = page.current ? page.current.labels.find((l) => l.name === shape.label) : null;
+    for (const [from, to] of (spec && spec.edges) || []) {
+      if (!visible.has(from) || !visible.has(to)) continue;
+      const [[x1, y1], [x2, y2]] = [visible.get(from), visible.get(to)];
+      group.append(element("svg:line", { class: "edge", x1, y1, x2, y2, "data-from": from, "data-to": to,
+        "stroke-width": 2, "vector-effect": "non-scaling-stroke" }));
+    }
     for (const part of shape.elements || []) {
       if (part.outside) continue;
       const [x, y] = part.points;
