@@ -305,9 +305,9 @@ def test_a_sentinel_failover(tmp_path, frames, models_dir):
         with harnesses(NANOTRACK, {**sentinels.env(), "CVAT_FUNCTIONS_REDIS_TIMEOUT": "0.5"}) as urls:
             reference = Run(urls, frames, 20)
             old = sentinels.current_master()
-            # once in a full run of this file the failover took over 30 s (a replica killed before its first
-            # sync, which the set now waits for, or Sentinel's TILT mode, which a sentinel starved of CPU enters
-            # for 30 s): the requests meanwhile answer 503, for up to 90 s here
+            # a failover once took over 30 s and, before the set waited for its sentinels to know the replica,
+            # sometimes never came ("no good slave"); a slow one (Sentinel's TILT mode, which a sentinel starved
+            # of CPU enters for 30 s) gets 503s meanwhile, retried for up to 90 s here
             run = faulted_run(urls, frames, 3, lambda: sentinels.processes[old].send_signal(signal.SIGKILL),
                               tracks=20, retry_for=90.0)
             redis_server.wait_for(lambda: sentinels.current_master() != old, 90, "the failover")

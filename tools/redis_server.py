@@ -57,17 +57,33 @@ class RedisServer:
         return {"CVAT_FUNCTIONS_REDIS_HOST": "127.0.0.1", "CVAT_FUNCTIONS_REDIS_PORT": str(self.port)}
 
 
-class RedisCluster:
+class Servers:
+    """Redis processes on loopback by port, killed together."""
+
+    def __init__(self):
+        self.processes: dict[int, subprocess.Popen] = {}
+
+    def spawn(self, port: int, command: list[str]) -> None:
+        self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+class RedisCluster(Servers):
     """A real Redis Cluster on loopback: ``masters`` masters with ``replicas`` replicas each, made by
     ``redis-cli --cluster create``, in ``folder`` (its nodes' cluster files). ``node_timeout`` (ms) is how long a
     master may be silent before its replica takes over."""
 
     def __init__(self, folder, masters: int = 3, replicas: int = 1, node_timeout: int = 1000,
                  maxmemory: str | None = None):
+        super().__init__()
         self.folder, self.node_timeout, self.maxmemory = folder, node_timeout, maxmemory
         self.ports = [cluster_port() for _ in range(masters * (1 + replicas))]
         self.replicas = replicas
-        self.processes: dict[int, subprocess.Popen] = {}
         if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
             raise FileNotFoundError("redis-server and redis-cli are not installed (tools/fn installs the Debian "
                                     "package redis-server)")
@@ -78,7 +94,7 @@ class RedisCluster:
                    "--cluster-node-timeout", str(self.node_timeout), "--dir", str(self.folder), *REPLICATION]
         if self.maxmemory:
             command += ["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
-        self.processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.spawn(port, command)
 
     def start(self, timeout: float = 60) -> "RedisCluster":
         for port in self.ports:
@@ -130,42 +146,40 @@ class RedisCluster:
     def env(self) -> dict[str, str]:
         return {"CVAT_FUNCTIONS_REDIS_CLUSTER": ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])}
 
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-            process.wait()
 
 
-class RedisSentinels:
+class RedisSentinels(Servers):
     """A real Sentinel set on loopback: a master, a replica and ``sentinels`` sentinels watching them (service
-    ``mymaster``, quorum 2); a master silent for ``down_after`` ms is failed over."""
+    ``mymaster``, quorum 2); a master silent for ``down_after`` ms is failed over. The sentinels log to
+    ``folder``."""
 
     def __init__(self, folder, sentinels: int = 3, down_after: int = 1000):
+        super().__init__()
         self.folder, self.down_after = folder, down_after
         self.master, self.replica = free_port(), free_port()
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
-        self.processes: dict[int, subprocess.Popen] = {}
 
     def start(self, timeout: float = 60) -> "RedisSentinels":
         base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.folder), *REPLICATION]
-        self.processes[self.master] = subprocess.Popen(["redis-server", "--port", str(self.master), *base],
-                                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.processes[self.replica] = subprocess.Popen(
-            ["redis-server", "--port", str(self.replica), *base, "--replicaof", "127.0.0.1", str(self.master)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.spawn(self.master, ["redis-server", "--port", str(self.master), *base])
+        self.spawn(self.replica, ["redis-server", "--port", str(self.replica), *base,
+                                  "--replicaof", "127.0.0.1", str(self.master)])
         for port in (self.master, self.replica):
             wait_for(lambda: redis.Redis(port=port, socket_timeout=1).ping(), timeout, f"redis {port}")
         for port in self.sentinel_ports:
             config = self.folder / f"sentinel-{port}.conf"
-            config.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {self.master} 2\n"
+            config.write_text(f"port {port}\nbind 127.0.0.1\nlogfile {self.folder / f'sentinel-{port}.log'}\n"
+                              f"sentinel monitor mymaster 127.0.0.1 {self.master} 2\n"
                               f"sentinel down-after-milliseconds mymaster {self.down_after}\n"
                               "sentinel failover-timeout mymaster 5000\nsentinel parallel-syncs mymaster 1\n")
-            self.processes[port] = subprocess.Popen(["redis-server", str(config), "--sentinel"],
-                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.spawn(port, ["redis-server", str(config), "--sentinel"])
         wait_for(lambda: all(redis.Redis(port=p, socket_timeout=1).sentinel_master("mymaster")["num-other-sentinels"]
                              == len(self.sentinel_ports) - 1 for p in self.sentinel_ports), timeout, "the sentinels")
         wait_for(lambda: replica_synced(self.replica), timeout, "the replica's first sync")
+        # a sentinel learns of the replica from the master's INFO (every 10 s): one that has not yet finds "no good
+        # slave" when the master dies, and never fails over
+        wait_for(lambda: all(redis.Redis(port=p, socket_timeout=1).sentinel_master("mymaster")["num-slaves"] >= 1
+                             for p in self.sentinel_ports), timeout, "the sentinels' discovery of the replica")
         return self
 
     def current_master(self) -> int:
@@ -176,11 +190,6 @@ class RedisSentinels:
         return {"CVAT_FUNCTIONS_REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports),
                 "CVAT_FUNCTIONS_REDIS_SENTINEL_SERVICE": "mymaster"}
 
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-            process.wait()
 
 
 # a replica takes over only once it has synced with its master: a master lost before its replica's first sync

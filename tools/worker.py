@@ -113,7 +113,7 @@ def serve_one(handler: Callable, context: Any, message: dict) -> dict:
 
 def runtime_of(framework: str) -> dict[str, str]:
     """The backend and device the loaded model runs on (:func:`common.runtime.backends.describe`), for the
-    playground page; empty when the function does not use our ``common`` package."""
+    playground page; "unknown" when they cannot be told (a function without our ``common`` package)."""
     try:
         from common.runtime.backends import describe
         return describe(framework)

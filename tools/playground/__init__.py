@@ -8,10 +8,11 @@ same validation as any other client's.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from xml.etree import ElementTree
 from typing import TYPE_CHECKING
+
+from common.core.labels import spec_of
 
 if TYPE_CHECKING:
     from tools.harness import FunctionRuntime
@@ -23,15 +24,16 @@ PREFIX = "/playground/"
 LISTING = "/api/playground/functions"
 
 
+# the page's files by name, read when asked for (an edited file is served as it is now)
+FILES = {f.name: f for f in FOLDER.iterdir() if f.suffix in TYPES and f.is_file()}
+
+
 def static(path: str) -> tuple[str, bytes] | None:
     """(content type, bytes) of the page's file at URL ``path`` (``/`` is the page itself); None for any other
     path. Only the files of this folder with the types above are served, looked up by name, never by a path a
     client could steer elsewhere."""
     name = "index.html" if path in ("", "/") else path[len(PREFIX):] if path.startswith(PREFIX) else None
-    if not name:
-        return None
-    files = {f.name: f for f in FOLDER.iterdir() if f.suffix in TYPES and f.is_file()}
-    found = files.get(name)
+    found = FILES.get(name or "")
     return None if found is None else (TYPES[found.suffix], found.read_bytes())
 
 
@@ -51,8 +53,8 @@ def labels_of(config) -> list[dict]:
     """The spec's labels, as the page shows and uses them: name, type, sublabels' names and a skeleton's edges,
     attributes' names."""
     try:
-        spec = json.loads(config.annotations.get("spec") or "[]")
-    except ValueError:
+        spec = spec_of(config.config, config.path)
+    except ValueError:  # the function's own loading says what is wrong; the page shows no labels
         return []
     return [{"name": str(label.get("name")), "type": label.get("type", "any"),
              "sublabels": [str(s.get("name")) for s in label.get("sublabels") or []],
